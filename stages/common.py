@@ -1,0 +1,97 @@
+"""Helpers every stage uses: failing with one line, atomic outputs, progress, device choice."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from stages.errors import StageError
+from ssu_model.errors import DataError
+
+
+def log(msg: str) -> None:
+    """Progress goes to stderr so stdout stays clean for tools."""
+    print(msg, file=sys.stderr, flush=True)
+
+
+def fail(msg: str) -> None:
+    """Raise the error the CLI turns into one stderr line and exit code 1."""
+    raise StageError(msg)
+
+
+def stage_command(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap a typer command: data/runtime errors -> 'error: ...' on stderr, exit 1."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except (StageError, DataError) as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            typer.echo("error: interrupted", err=True)
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+@contextlib.contextmanager
+def atomic_dir(target: Path | str) -> Iterator[Path]:
+    """Yield a temporary sibling directory; on success it replaces ``target`` whole.
+
+    On any exception the temporary directory is removed and ``target`` is left as it
+    was, so a failed stage never leaves a half-written output that looks valid.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if target.exists() or target.is_symlink():
+        old = target.with_name(f".{target.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(target, old)
+        os.replace(tmp, target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, target)
+
+
+@contextlib.contextmanager
+def atomic_file(target: Path | str) -> Iterator[Path]:
+    """Yield a temporary sibling file path; on success it is renamed onto ``target``."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, target)
+
+
+def resolve_device(name: str) -> str:
+    """`auto` -> 'cuda' when a GPU is visible, else 'cpu'; 'cuda' without a GPU is an error."""
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        fail("base.device is 'cuda' but no CUDA device is available")
+    return name

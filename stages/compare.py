@@ -1,0 +1,13 @@
+"""Stage `compare` (placeholder until its issue lands)."""
+
+from __future__ import annotations
+
+from stages.common import fail, stage_command
+
+SECTIONS: tuple[str, ...] = ()
+
+
+@stage_command
+def main() -> None:
+    """Not built yet."""
+    fail("stage 'compare' is not implemented yet")

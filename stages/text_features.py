@@ -1,0 +1,13 @@
+"""Stage `text_features` (placeholder until its issue lands)."""
+
+from __future__ import annotations
+
+from stages.common import fail, stage_command
+
+SECTIONS: tuple[str, ...] = ()
+
+
+@stage_command
+def main() -> None:
+    """Not built yet."""
+    fail("stage 'text_features' is not implemented yet")

@@ -21,7 +21,8 @@ $(STAMP): pyproject.toml Makefile
 
 # Main job: the whole DVC pipeline on the embedded synthetic sample.
 repro: install
-	$(BIN)/dvc repro
+	# Stage commands call `python`: put the venv first on PATH so DVC runs them with it.
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 
 # The test suite (fast tests plus the `slow` ones; `gpu` tests skip without CUDA).
 test: install

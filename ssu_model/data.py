@@ -72,10 +72,22 @@ def write_split(
     vision_lengths: np.ndarray | None = None,
     source: str = "",
     batch_rows: int = DEFAULT_BATCH_ROWS,
-) -> None:
-    """Write one split. ``audio``/``vision`` are (N, L, D) float arrays (already finite);
-    lengths default to L (aligned). Values are written as float32."""
+    order: Sequence[int] | np.ndarray | None = None,
+    sanitize: bool = False,
+) -> dict[str, int]:
+    """Write one split. ``audio``/``vision`` are (N, L, D) numeric arrays; lengths default to
+    L (aligned). Values are written as float32.
+
+    ``order``: optional permutation; row ``k`` of the file is source row ``order[k]`` (the
+    `features` stage writes rows sorted by id). ``sanitize``: replace non-finite audio/vision
+    values by 0, one record batch at a time (the caller's arrays are never modified); the
+    returned dict counts the replaced values per modality (zeros when ``sanitize`` is off)."""
     n = len(ids)
+    if order is not None:
+        order = np.asarray(order, dtype=np.int64)
+        if order.shape != (n,) or (n and not np.array_equal(np.sort(order), np.arange(n))):
+            raise DataError("write_split: order must be a permutation of the rows")
+    replaced = {name: 0 for name in MODALITIES}
     if len(texts) != n or len(labels) != n:
         raise DataError("write_split: ids, texts and labels differ in length")
     arrays: dict[str, np.ndarray | None] = {"audio": audio, "vision": vision}
@@ -96,21 +108,31 @@ def write_split(
     with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
         for start in range(0, max(n, 1), batch_rows):
             stop = min(start + batch_rows, n)
+            rows: slice | np.ndarray = slice(start, stop) if order is None else order[start:stop]
+            sel = range(start, stop) if order is None else order[start:stop].tolist()
             cols = [
-                pa.array(list(ids[start:stop]), pa.string()),
-                pa.array(list(texts[start:stop]), pa.string()),
-                pa.array(labels[start:stop], pa.float32()),
+                pa.array([ids[i] for i in sel], pa.string()),
+                pa.array([texts[i] for i in sel], pa.string()),
+                pa.array(labels[rows], pa.float32()),
             ]
             for name in MODALITIES:
                 shape = shapes[name]
                 if shape is None:
                     continue
-                flat = np.ascontiguousarray(arrays[name][start:stop], dtype=np.float32).reshape(-1)
+                chunk = arrays[name][rows]
+                flat = np.array(chunk, dtype=np.float32, order="C", copy=True).reshape(-1)
+                if sanitize:
+                    bad = ~np.isfinite(flat)
+                    count = int(bad.sum())
+                    if count:
+                        flat[bad] = 0.0
+                        replaced[name] += count
                 cols.append(pa.FixedSizeListArray.from_arrays(pa.array(flat, pa.float32()), shape[0] * shape[1]))
-                cols.append(pa.array(np.asarray(lengths[name][start:stop], dtype=np.int32), pa.int32()))
+                cols.append(pa.array(np.asarray(lengths[name][rows], dtype=np.int32), pa.int32()))
             writer.write_batch(pa.record_batch(cols, schema=schema))
             if n == 0:
                 break
+    return replaced
 
 
 @dataclass(frozen=True)

@@ -55,6 +55,7 @@ def atomic_dir(target: Path | str) -> Iterator[Path]:
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    os.chmod(tmp, 0o755)  # mkdtemp makes 0700; outputs should look like any other directory
     try:
         yield tmp
     except BaseException:
@@ -78,6 +79,7 @@ def atomic_file(target: Path | str) -> Iterator[Path]:
     fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
     tmp = Path(name)
+    os.chmod(tmp, 0o644)  # mkstemp makes 0600; outputs should look like any other file
     try:
         yield tmp
     except BaseException:

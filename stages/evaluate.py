@@ -1,13 +1,241 @@
-"""Stage `evaluate` (placeholder until its issue lands)."""
+"""Stage `evaluate --variant NAME`: every seed's checkpoint on the test split.
+
+Outputs
+- ``metrics/<variant>.json`` (contract D; DVC metrics, cache: false): MMSA metrics per seed,
+  their mean and std (ddof=0) over seeds;
+- ``reports/predictions/<variant>.parquet``: one row per (seed, id): label, prediction;
+- ``plots/<variant>/``: ``confusion.json`` (7-class rows {actual, predicted}, all seeds pooled;
+  DVC confusion template), ``scatter.json`` (label vs prediction per seed), ``curves.json``
+  (per-seed epoch curves from ``models/<variant>/history.json``) and, with
+  ``evaluate.png``, ``confusion.png`` / ``scatter.png`` / ``curves.png``.
+"""
 
 from __future__ import annotations
 
-from stages.common import fail, stage_command
+import dataclasses
+import re
+from pathlib import Path
+from typing import Optional
 
-SECTIONS: tuple[str, ...] = ()
+import typer
+
+from stages.common import atomic_dir, atomic_file, log, stage_command
+from stages.errors import ParamError
+from stages.params import BaseParams, load_params, load_section
+
+SECTIONS: tuple[str, ...] = ("base", "evaluate")
+CURVE_KEYS = ("train/total", "train/reg", "train/sup", "train/self", "train/align",
+              "valid/total", "valid/MAE", "valid/Has0_acc_2", "valid/Non0_acc_2")
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluateParams:
+    """`evaluate`: test-split scoring."""
+
+    batch_size: int  # utterances per forward pass
+    png: bool  # also render PNG figures next to the DVC plot data
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ParamError(f"batch_size must be >= 1, got {self.batch_size}")
+
+
+def seed_checkpoints(models: Path) -> list[tuple[int, Path]]:
+    from ssu_model.errors import DataError
+
+    if not models.is_dir():
+        raise DataError(f"model dir not found: {models} (run train)")
+    found = []
+    for p in models.iterdir():
+        m = re.fullmatch(r"seed_(\d+)\.pt", p.name)
+        if m:
+            found.append((int(m.group(1)), p))
+    if not found:
+        raise DataError(f"{models} holds no seed_<n>.pt checkpoints")
+    return sorted(found)
+
+
+def _png_plots(out: Path, conf, y, preds_by_seed, history) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    classes = list(range(-3, 4))
+    fig, ax = plt.subplots(figsize=(5, 4.2))
+    ax.imshow(conf, cmap="Blues")
+    for i in range(7):
+        for j in range(7):
+            ax.text(j, i, str(int(conf[i, j])), ha="center", va="center", fontsize=7)
+    ax.set_xticks(range(7), classes)
+    ax.set_yticks(range(7), classes)
+    ax.set_xlabel("predicted class (round(clip(p,-3,3)))")
+    ax.set_ylabel("true class")
+    ax.set_title("7-class confusion, all seeds")
+    fig.tight_layout()
+    fig.savefig(out / "confusion.png", dpi=110)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    for seed, p in preds_by_seed.items():
+        ax.scatter(y, p, s=6, alpha=0.5, label=f"seed {seed}")
+    ax.plot([-3, 3], [-3, 3], color="k", lw=0.8)
+    ax.set_xlim(-3.2, 3.2)
+    ax.set_xlabel("label")
+    ax.set_ylabel("prediction")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "scatter.png", dpi=110)
+    plt.close(fig)
+
+    keys = [k for k in ("train/total", "valid/total", "valid/MAE", "valid/Non0_acc_2") if any(
+        k in row for rows in history.values() for row in rows)]
+    fig, axes = plt.subplots(1, max(len(keys), 1), figsize=(3.2 * max(len(keys), 1), 3))
+    axes = np.atleast_1d(axes)
+    for ax, key in zip(axes, keys):
+        for seed, rows in history.items():
+            xs = [r["epoch"] for r in rows if key in r]
+            ax.plot(xs, [r[key] for r in rows if key in r], marker=".", label=f"seed {seed}")
+        ax.set_title(key, fontsize=9)
+        ax.set_xlabel("epoch")
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "curves.png", dpi=110)
+    plt.close(fig)
 
 
 @stage_command
-def main() -> None:
-    """Not built yet."""
-    fail("stage 'evaluate' is not implemented yet")
+def main(
+    variant: str = typer.Option(..., "--variant", help="variant name (models/<variant>)"),
+    params: Path = typer.Option(Path("params.yaml"), "--params", help="params file"),
+    models: Optional[Path] = typer.Option(None, "--models", help="model dir (default models/<variant>)"),
+    features: Optional[Path] = typer.Option(None, "--features", help="features dir (default data/features)"),
+    parse_dir: Optional[Path] = typer.Option(None, "--parse", help="parse dir (default data/parse)"),
+    text_features: Optional[Path] = typer.Option(None, "--text-features", help="cached word states (default data/text_features)"),
+    llm_states: Optional[Path] = typer.Option(None, "--llm-states", help="LLM states dir (default: the one train used)"),
+    out: Optional[Path] = typer.Option(None, "--out", help="metrics JSON (default metrics/<variant>.json)"),
+    predictions: Optional[Path] = typer.Option(None, "--predictions", help="Parquet (default reports/predictions/<variant>.parquet)"),
+    plots: Optional[Path] = typer.Option(None, "--plots", help="plots dir (default plots/<variant>)"),
+) -> None:
+    """Score every seed's best checkpoint on the test split (MMSA metrics, mean/std over seeds)."""
+    raw = load_params(params)
+    base = load_section(raw, "base", BaseParams)
+    cfg = load_section(raw, "evaluate", EvaluateParams)
+    models = models or Path("models") / variant
+    features = features or Path("data/features")
+    parse_dir = parse_dir or Path("data/parse")
+    text_features = text_features or Path("data/text_features")
+    out = out or Path("metrics") / f"{variant}.json"
+    predictions = predictions or Path("reports/predictions") / f"{variant}.parquet"
+    plots = plots or Path("plots") / variant
+
+    import json
+
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import torch
+
+    from ssu_model.errors import DataError
+    from ssu_model.metrics import confusion7, metrics_report, regression_metrics, seven_class
+    from ssu_model.training import load_checkpoint, model_from_checkpoint, predict, seed_everything
+    from stages.common import resolve_device
+    from stages.text_features import encoder_path
+    from stages.train import load_inputs
+
+    device = resolve_device(base.device)
+    ckpts = seed_checkpoints(models)
+    wanted = set(base.seeds)
+    have = {s for s, _ in ckpts}
+    if wanted - have:
+        raise DataError(f"{models} lacks checkpoints for seeds {sorted(wanted - have)} (re-run train)")
+    ckpts = [(s, p) for s, p in ckpts if s in wanted]
+    first = load_checkpoint(ckpts[0][1])
+    meta = first["meta"]
+    finetune = bool(meta.get("finetune_text"))
+    llm_dir = llm_states or (Path(meta["llm_states"]) if meta.get("llm_states") else None)
+    mcfg = first["model_config"]
+    modalities = ["text"] + [m for m in ("audio", "vision") if mcfg.get(f"{m}_dim")]
+    encoder = None
+    if finetune:
+        from ssu_model.text_encoder import TextEncoder
+
+        encoder = TextEncoder(encoder_path(meta["text_encoder"]), max_length=int(meta["max_length"]))
+    examples, dep_labels, dims = load_inputs(
+        ("test",), features, parse_dir, None if finetune else text_features, llm_dir, modalities,
+        text_dim_hint=encoder.dim if encoder is not None else None, encoder=encoder,
+    )
+    if dep_labels != meta["dep_labels"]:
+        raise DataError("the parse's relation labels differ from those the model was trained with (re-run train)")
+    for key in ("text_dim", "audio_dim", "vision_dim"):
+        if dims[key] != mcfg.get(key):
+            raise DataError(f"test data {key} is {dims[key]} but the model expects {mcfg.get(key)}")
+    test = examples["test"]
+    ids = [e.id for e in test]
+    y = np.array([e.record.label for e in test], dtype=np.float64)
+    per_seed = {}
+    preds_by_seed = {}
+    for seed, path in ckpts:
+        ckpt = load_checkpoint(path) if path != ckpts[0][1] else first
+        model = model_from_checkpoint(ckpt).to(device)
+        enc = None
+        if finetune:
+            if "encoder_state" not in ckpt:
+                raise DataError(f"{path}: fine-tuned checkpoint lacks encoder_state")
+            encoder.load_state_dict(ckpt["encoder_state"])
+            enc = encoder.to(device)
+        seed_everything(seed)  # the augmented view (unused for predictions) draws random numbers
+        with torch.no_grad():
+            p, _losses = predict(model, test, cfg.batch_size, device, enc)
+        per_seed[seed] = regression_metrics(p, y)
+        preds_by_seed[seed] = p
+        m = per_seed[seed]
+        log(f"evaluate[{variant}] seed {seed}: Non0_acc_2 {m['Non0_acc_2']:.4f} Non0_F1 {m['Non0_F1']:.4f} "
+            f"Acc7 {m['Acc7']:.4f} MAE {m['MAE']:.4f} Corr {m['Corr']:.4f}")
+    seeds = [s for s, _ in ckpts]
+    report = metrics_report(variant, seeds, per_seed)
+    mean = report["mean"]
+    log(f"evaluate[{variant}] mean of {len(seeds)}: Has0_acc_2 {mean['Has0_acc_2']:.4f} "
+        f"Non0_acc_2 {mean['Non0_acc_2']:.4f} Acc7 {mean['Acc7']:.4f} MAE {mean['MAE']:.4f} Corr {mean['Corr']:.4f}")
+
+    # predictions per (seed, id), sorted
+    order = np.argsort(np.array(ids, dtype=object), kind="stable")
+    rows_seed, rows_id, rows_y, rows_p = [], [], [], []
+    for seed in seeds:
+        rows_seed += [seed] * len(ids)
+        rows_id += [ids[i] for i in order]
+        rows_y += [float(y[i]) for i in order]
+        rows_p += [float(preds_by_seed[seed][i]) for i in order]
+    table = pa.table({
+        "seed": pa.array(rows_seed, pa.int32()), "id": pa.array(rows_id, pa.string()),
+        "label": pa.array(rows_y, pa.float32()), "prediction": pa.array(rows_p, pa.float32()),
+    })
+
+    history_path = models / "history.json"
+    history = json.loads(history_path.read_text()) if history_path.is_file() else {}
+    conf = sum(confusion7(preds_by_seed[s], y) for s in seeds)
+    with atomic_dir(plots) as tmp:
+        confusion_rows = []
+        for s in seeds:
+            confusion_rows += [{"actual": int(a), "predicted": int(b)}
+                               for a, b in zip(seven_class(y[order]), seven_class(preds_by_seed[s][order]))]
+        (tmp / "confusion.json").write_text(json.dumps(confusion_rows) + "\n")
+        scatter = [{"seed": s, "id": ids[i], "label": round(float(y[i]), 4),
+                    "prediction": round(float(preds_by_seed[s][i]), 4)} for s in seeds for i in order]
+        (tmp / "scatter.json").write_text(json.dumps(scatter) + "\n")
+        curves = []
+        for s, rows in sorted(history.items(), key=lambda kv: int(kv[0])):
+            for r in rows:
+                point = {"seed": int(s), "epoch": int(r["epoch"])}
+                point.update({k.replace("/", "_"): round(float(r[k]), 6) for k in CURVE_KEYS if k in r})
+                curves.append(point)
+        (tmp / "curves.json").write_text(json.dumps(curves) + "\n")
+        if cfg.png:
+            _png_plots(tmp, conf, y, preds_by_seed, history)
+    predictions.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_file(predictions) as tmp:
+        pq.write_table(table, str(tmp))
+    with atomic_file(out) as tmp:
+        tmp.write_text(json.dumps(report, indent=2, sort_keys=True, allow_nan=False) + "\n")
+    log(f"evaluate[{variant}]: wrote {out}, {predictions}, {plots}")

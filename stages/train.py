@@ -1,13 +1,376 @@
-"""Stage `train` (placeholder until its issue lands)."""
+"""Stage `train --variant NAME`: one SSU model per seed in ``base.seeds``.
+
+Inputs: ``data/features`` (contract A), ``data/parse`` (contract B), ``data/text_features``
+(frozen word states; bypassed with ``train.finetune_text``) and, with ``--llm-states DIR``,
+the LLM helper's cached states (contract F; switches ``graph_source`` to "llm").
+Outputs: ``models/<variant>/`` = ``seed_<s>.pt`` (tensors + plain config, loadable with
+``torch.load(weights_only=True)``), ``history.json`` (per-seed epoch curves, read by
+`evaluate` for the training-curve plot), ``config.json`` (the resolved configuration) and
+``env.json`` (library versions, device, GPU name, world size; no wall-clock), plus dvclive
+curves in ``dvclive/<variant>/seed_<s>/`` (declared as plots; no later stage reads them).
+"""
 
 from __future__ import annotations
 
-from stages.common import fail, stage_command
+import dataclasses
+import math
+from pathlib import Path
+from typing import Any, Optional
 
-SECTIONS: tuple[str, ...] = ()
+import typer
+
+from stages.common import atomic_dir, log, stage_command
+from stages.errors import ParamError
+from stages.params import BaseParams, _coerce, build, load_params, load_section
+
+SECTIONS: tuple[str, ...] = ("base", "text_features", "model", "train", "variants")
+MODALITIES = ("text", "audio", "vision")
+# SSUConfig fields the stage derives from the data (never set in params.yaml).
+DERIVED_MODEL_FIELDS = ("text_dim", "audio_dim", "vision_dim", "graph_source", "llm_dim")
+VARIANT_KEYS = ("model", "train")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainParams:
+    """`train`: optimisation and data settings of the train stage."""
+
+    lr: float  # AdamW learning rate of the SSU model (everything but the text encoder)
+    encoder_lr: float  # AdamW learning rate of the text encoder when fine-tuned (paper: 1e-5)
+    weight_decay: float  # AdamW decoupled weight decay
+    batch_size: int  # utterances per optimisation step
+    eval_batch_size: int  # utterances per forward pass on the validation/test split
+    epochs: int  # maximum number of epochs
+    patience: int  # early stopping: epochs without a better validation score before stopping
+    select_metric: str  # "loss" (validation total loss) or an MMSA metric (MAE lower-better, others higher)
+    grad_clip: float  # max global gradient norm; 0 = off
+    finetune_text: bool  # true: train the text encoder too (bypasses data/text_features)
+    modalities: tuple[str, ...]  # modalities the model reads: text plus any of audio, vision
+    threads: int  # torch CPU threads; 0 = torch's default
+
+    def __post_init__(self) -> None:
+        from ssu_model.metrics import METRIC_NAMES
+
+        SELECT_CHOICES = ("loss",) + METRIC_NAMES
+        for name in ("lr",):
+            v = getattr(self, name)
+            if not (v > 0 and math.isfinite(v)):
+                raise ParamError(f"{name} must be > 0, got {v}")
+        if not (self.encoder_lr >= 0 and math.isfinite(self.encoder_lr)):
+            raise ParamError(f"encoder_lr must be >= 0, got {self.encoder_lr}")
+        if self.weight_decay < 0:
+            raise ParamError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        for name in ("batch_size", "eval_batch_size", "epochs", "patience"):
+            if getattr(self, name) < 1:
+                raise ParamError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.select_metric not in SELECT_CHOICES:
+            raise ParamError(f"select_metric must be one of {', '.join(SELECT_CHOICES)}, got {self.select_metric!r}")
+        if self.grad_clip < 0:
+            raise ParamError(f"grad_clip must be >= 0, got {self.grad_clip}")
+        bad = [m for m in self.modalities if m not in MODALITIES]
+        if bad:
+            raise ParamError(f"modalities: unknown modality {bad[0]!r} (text, audio, vision)")
+        if "text" not in self.modalities:
+            raise ParamError("modalities must include text (the graphs are text-guided)")
+        if len(set(self.modalities)) != len(self.modalities):
+            raise ParamError("modalities must be distinct")
+        if self.threads < 0:
+            raise ParamError(f"threads must be >= 0, got {self.threads}")
+
+    def library_config(self):
+        from ssu_model.training import TrainConfig
+
+        return TrainConfig(
+            lr=self.lr, encoder_lr=self.encoder_lr, weight_decay=self.weight_decay,
+            batch_size=self.batch_size, eval_batch_size=self.eval_batch_size, epochs=self.epochs,
+            patience=self.patience, select_metric=self.select_metric, grad_clip=self.grad_clip,
+            finetune_text=self.finetune_text,
+        )
+
+
+def model_overrides(raw: Any, where: str) -> dict[str, Any]:
+    """Validate a `model` mapping against SSUConfig's fields (derived fields are not settable)."""
+    import typing
+
+    from ssu_model.model import SSUConfig
+
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ParamError(f"{where} must be a mapping")
+    fields = {f.name for f in dataclasses.fields(SSUConfig)}
+    hints = typing.get_type_hints(SSUConfig)
+    out = {}
+    for key, value in raw.items():
+        if key in DERIVED_MODEL_FIELDS:
+            raise ParamError(f"{where}.{key} is derived from the data and cannot be set")
+        if key not in fields:
+            raise ParamError(f"unknown param {where}.{key}")
+        out[key] = _coerce(f"{where}.{key}", value, hints[key])
+    return out
+
+
+def resolve_variant(params: dict[str, Any], variant: str, allow_unlisted: bool = False):
+    """(model overrides merged with the variant's, TrainParams with the variant's overrides)."""
+    if "variants" not in params:
+        raise ParamError("missing params section: variants")
+    if "train" not in params:
+        raise ParamError("missing params section: train")
+    if "model" not in params:
+        raise ParamError("missing params section: model")
+    variants = params["variants"]
+    if not isinstance(variants, dict):
+        raise ParamError("variants must be a mapping of name -> overrides")
+    # validate every variant, so a typo anywhere fails before any work
+    base_model = model_overrides(params.get("model"), "model")
+    for name, body in variants.items():
+        body = body or {}
+        if not isinstance(body, dict):
+            raise ParamError(f"variants.{name} must be a mapping")
+        unknown = sorted(set(body) - set(VARIANT_KEYS))
+        if unknown:
+            raise ParamError(f"unknown param variants.{name}.{unknown[0]} (allowed: model, train)")
+        model_overrides(body.get("model"), f"variants.{name}.model")
+        train_raw = body.get("train") or {}
+        if not isinstance(train_raw, dict):
+            raise ParamError(f"variants.{name}.train must be a mapping")
+        merged = {**(params.get("train") or {}), **train_raw}
+        build(TrainParams, merged, f"variants.{name}.train" if train_raw else "train")
+    if variant in variants:
+        body = variants[variant] or {}
+    elif allow_unlisted:
+        body = {}
+    else:
+        raise ParamError(f"unknown variant {variant!r} (params variants: {', '.join(variants)})")
+    model = {**base_model, **model_overrides(body.get("model"), f"variants.{variant}.model")}
+    train_raw = {**(params.get("train") or {}), **(body.get("train") or {})}
+    train = build(TrainParams, train_raw, "train")
+    return model, train
+
+
+def env_record(device: str, threads: int) -> dict[str, Any]:
+    """Versions and hardware of this run (no wall-clock, no host names)."""
+    import importlib.metadata as md
+    import os
+    import platform
+
+    import torch
+
+    def version(pkg: str) -> str | None:
+        try:
+            return md.version(pkg)
+        except md.PackageNotFoundError:
+            return None
+
+    gpu = torch.cuda.get_device_name(0) if device.startswith("cuda") and torch.cuda.is_available() else None
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torch_geometric": version("torch-geometric"),
+        "spacy": version("spacy"),
+        "transformers": version("transformers"),
+        "numpy": version("numpy"),
+        "device": device,
+        "gpu_name": gpu,
+        "cuda": torch.version.cuda if device.startswith("cuda") else None,
+        "world_size": int(os.environ.get("WORLD_SIZE", "1")),
+        "torch_threads": threads,
+    }
+
+
+def dep_labels_of(table, path: Path) -> list[str]:
+    import json
+
+    from ssu_model.errors import DataError
+
+    raw = (table.schema.metadata or {}).get(b"ssu.dep_labels")
+    if raw is None:
+        raise DataError(f"{path}: parse metadata lacks ssu.dep_labels")
+    labels = json.loads(raw.decode())
+    if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
+        raise DataError(f"{path}: ssu.dep_labels must be a JSON list of strings")
+    return labels
+
+
+def load_inputs(split_names, features_dir: Path, parse_dir: Path, text_dir: Path | None,
+                llm_dir: Path | None, modalities, text_dim_hint: int | None = None, encoder=None):
+    """Examples per split + (dep_labels, text_dim, audio_dim, vision_dim, llm_dim)."""
+    import json
+
+    from ssu_model.data import split_path, FeatureSplit
+    from ssu_model.errors import DataError
+    from ssu_model.text_encoder import read_text_states
+    from ssu_model.training import build_examples, dep_vocabulary, parse_index
+    from stages.text_features import read_parse_table
+
+    feats = {s: FeatureSplit(split_path(features_dir, s)) for s in split_names}
+    tables = {s: read_parse_table(parse_dir / f"{s}.parquet") for s in split_names}
+    first = split_names[0]
+    labels = dep_labels_of(tables[first], parse_dir / f"{first}.parquet")
+    vocab = dep_vocabulary(labels)
+    use_audio = "audio" in modalities and feats[first].has_audio
+    use_vision = "vision" in modalities and feats[first].has_vision
+    if "audio" in modalities and not feats[first].has_audio:
+        log("train: the features have no audio: the model reads text" + (" + vision" if use_vision else ""))
+    if "vision" in modalities and not feats[first].has_vision:
+        log("train: the features have no vision")
+    texts: dict[str, Any] = {}
+    text_dim = text_dim_hint
+    if text_dir is not None:
+        for s in split_names:
+            states, meta = read_text_states(text_dir / f"{s}.arrow")
+            texts[s] = states
+            text_dim = int(meta["ssu.text_dim"])
+    elif encoder is None:
+        raise DataError("no text states and no text encoder")
+    llm = {}
+    llm_dim = 0
+    if llm_dir is not None:
+        from ssu_model.llm_graphs import LLMStates
+
+        meta_path = llm_dir / "meta.json"
+        if not meta_path.is_file():
+            raise DataError(f"LLM states meta not found: {meta_path}")
+        llm_dim = int(json.loads(meta_path.read_text())["dim"])
+        reader = LLMStates(llm_dir)
+        llm = {s: reader.get(s) for s in split_names}
+    examples = {
+        s: build_examples(
+            feats[s], parse_index(tables[s]), vocab,
+            text_states=texts.get(s), text_dim=int(text_dim), use_audio=use_audio, use_vision=use_vision,
+            llm_states=llm.get(s), encoder=encoder if text_dir is None else None, name=s,
+        )
+        for s in split_names
+    }
+    dims = {
+        "text_dim": int(text_dim),
+        "audio_dim": feats[first].shapes["audio"][1] if use_audio else None,
+        "vision_dim": feats[first].shapes["vision"][1] if use_vision else None,
+        "llm_dim": llm_dim,
+    }
+    return examples, labels, dims
+
+
+def build_model_config(overrides: dict[str, Any], dims: dict[str, Any], n_labels: int, llm: bool):
+    from ssu_model.model import SSUConfig
+
+    values = dict(overrides)
+    values.update(text_dim=dims["text_dim"], audio_dim=dims["audio_dim"], vision_dim=dims["vision_dim"])
+    values["graph_source"] = "llm" if llm else "ssu"
+    values["llm_dim"] = dims["llm_dim"] if llm else 0
+    try:
+        cfg = SSUConfig(**values)
+    except (ValueError, TypeError) as exc:
+        raise ParamError(f"model: {exc}") from None
+    if cfg.num_relations < n_labels + 1:
+        raise ParamError(
+            f"model.num_relations is {cfg.num_relations} but the parser has {n_labels} relation labels "
+            f"(need >= {n_labels + 1})"
+        )
+    return cfg
 
 
 @stage_command
-def main() -> None:
-    """Not built yet."""
-    fail("stage 'train' is not implemented yet")
+def main(
+    variant: str = typer.Option(..., "--variant", help="variant name from params `variants` (or llm_<name> with --llm-states)"),
+    params: Path = typer.Option(Path("params.yaml"), "--params", help="params file"),
+    features: Optional[Path] = typer.Option(None, "--features", help="features dir (default data/features)"),
+    parse_dir: Optional[Path] = typer.Option(None, "--parse", help="parse dir (default data/parse)"),
+    text_features: Optional[Path] = typer.Option(None, "--text-features", help="cached word states (default data/text_features)"),
+    llm_states: Optional[Path] = typer.Option(None, "--llm-states", help="LLM states dir: graph_source=llm"),
+    out: Optional[Path] = typer.Option(None, "--out", help="model dir (default models/<variant>)"),
+    live: Optional[Path] = typer.Option(None, "--live", help="dvclive dir (default dvclive/<variant>)"),
+) -> None:
+    """Train one SSU model per seed and keep each seed's best validation state."""
+    raw = load_params(params)
+    base = load_section(raw, "base", BaseParams)
+    from stages.text_features import TextFeaturesParams, encoder_path
+
+    tf = load_section(raw, "text_features", TextFeaturesParams)
+    overrides, tp = resolve_variant(raw, variant, allow_unlisted=llm_states is not None)
+    features = features or Path("data/features")
+    parse_dir = parse_dir or Path("data/parse")
+    text_features = text_features or Path("data/text_features")
+    out = out or Path("models") / variant
+    live = live or Path("dvclive") / variant
+
+    import json
+    import time
+
+    import torch
+
+    from stages.common import resolve_device
+    from ssu_model.model import SSU
+    from ssu_model.training import fit, make_checkpoint, save_checkpoint, seed_everything
+
+    device = resolve_device(base.device)
+    if tp.threads:
+        torch.set_num_threads(tp.threads)
+    threads = torch.get_num_threads()
+    train_cfg = tp.library_config()
+    encoder = None
+    max_length = None
+    if tp.finetune_text:
+        from ssu_model.text_encoder import TextEncoder
+        from stages.text_features import parse_max_length, read_parse_table
+
+        max_length = parse_max_length(read_parse_table(parse_dir / "train.parquet"), parse_dir / "train.parquet")
+        encoder = TextEncoder(encoder_path(tf.model_path), max_length=max_length)
+    log(f"train[{variant}]: loading data (device {device}, {threads} threads)")
+    examples, dep_labels, dims = load_inputs(
+        ("train", "valid"), features, parse_dir, None if tp.finetune_text else text_features,
+        llm_states, tp.modalities, text_dim_hint=encoder.dim if encoder is not None else None, encoder=encoder,
+    )
+    model_cfg = build_model_config(overrides, dims, len(dep_labels), llm_states is not None)
+    log(f"train[{variant}]: {len(examples['train'])} train / {len(examples['valid'])} valid utterances; "
+        f"modalities {['text'] + [m for m in ('audio', 'vision') if dims[m + '_dim']]}")
+
+    from dvclive import Live
+
+    meta = {
+        "variant": variant,
+        "train": dataclasses.asdict(tp),
+        "dep_labels": dep_labels,
+        "text_encoder": tf.model_path,
+        "max_length": max_length,
+        "llm_states": str(llm_states) if llm_states is not None else None,
+        "finetune_text": tp.finetune_text,
+    }
+    history: dict[str, Any] = {}
+    summary: dict[str, Any] = {}
+    with atomic_dir(out) as tmp:
+        for seed in base.seeds:
+            seed_everything(seed)
+            model = SSU(model_cfg)
+            enc = None
+            if encoder is not None:  # a fresh pretrained encoder per seed
+                from ssu_model.text_encoder import TextEncoder
+
+                enc = TextEncoder(encoder_path(tf.model_path), max_length=max_length)
+            t0 = time.perf_counter()
+            with Live(str(live / f"seed_{seed}"), save_dvc_exp=False, dvcyaml=False, report=None) as lv:
+
+                def on_epoch(epoch: int, row: dict[str, float], lv=lv, seed=seed, t0=t0) -> None:
+                    for key, value in row.items():
+                        if key != "epoch" and math.isfinite(value):
+                            lv.log_metric(key, value)
+                    lv.next_step()
+                    log(f"train[{variant}] seed {seed} epoch {epoch}: "
+                        f"train loss {row.get('train/total', float('nan')):.4f} "
+                        f"valid MAE {row['valid/MAE']:.4f} Acc2 {row['valid/Non0_acc_2']:.4f} "
+                        f"({time.perf_counter() - t0:.1f}s)")
+
+                result = fit(model, examples["train"], examples["valid"], train_cfg, seed, device, enc, on_epoch)
+            log(f"train[{variant}] seed {seed}: best epoch {result.best_epoch} "
+                f"({train_cfg.select_metric} {result.best_score:.4f}), {result.epochs_run} epochs")
+            save_checkpoint(make_checkpoint(model_cfg, result, seed, meta), tmp / f"seed_{seed}.pt")
+            history[str(seed)] = result.history
+            summary[str(seed)] = {"best_epoch": result.best_epoch, "best_score": result.best_score,
+                                  "epochs_run": result.epochs_run}
+        (tmp / "history.json").write_text(json.dumps(history, indent=1, sort_keys=True) + "\n")
+        config = {"variant": variant, "seeds": list(base.seeds), "model": dataclasses.asdict(model_cfg),
+                  "train": dataclasses.asdict(tp), "select_metric": tp.select_metric, "best": summary,
+                  "text_encoder": tf.model_path,
+                  "llm_states": meta["llm_states"]}
+        (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True, default=list) + "\n")
+        (tmp / "env.json").write_text(json.dumps(env_record(device, threads), indent=2, sort_keys=True) + "\n")
+    log(f"train[{variant}]: wrote {out}")

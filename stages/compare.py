@@ -1,13 +1,127 @@
-"""Stage `compare` (placeholder until its issue lands)."""
+"""Stage `compare`: the paper's comparison tables from this run.
+
+Reads ``<metrics>/<variant>.json`` (contract D) of SSU (``compare.ssu_variant``), of every LLM
+constructor in ``llm_graphs.models`` (variant ``llm_<name>``), of the anchor ablation and the
+loss ablations, plus ``<metrics>/latency_<name>.json`` written by `llm-graphs`. Writes
+``<out>/compare.md`` (Table 2: SSU vs LLM constructors with graph-construction time per batch
+and parameters; Table 3: anchor; Table 4: loss combinations; mean ± std over seeds, both Has0
+and Non0 Acc2/F1), ``<out>/compare.json`` (the same numbers; a `cache: false` DVC metric so
+``dvc metrics diff`` shows how the comparison moved) and the Fig. 4 style PNG ``plot``
+(parameters vs construction time, log axes, one labelled point per constructor).
+"""
 
 from __future__ import annotations
 
-from stages.common import fail, stage_command
+import dataclasses
+from pathlib import Path
+from typing import Optional
 
-SECTIONS: tuple[str, ...] = ()
+import typer
+
+from stages.common import atomic_file, fail, log, stage_command
+from stages.errors import ParamError
+from stages.params import load_params, load_section
+
+SECTIONS: tuple[str, ...] = ("compare", "llm_graphs")
+
+
+@dataclasses.dataclass(frozen=True)
+class CompareParams:
+    """`compare`: which metrics files make up the tables, and where the report goes."""
+
+    metrics: str  # folder of <variant>.json (contract D) and latency_<name>.json (llm-graphs)
+    ssu_variant: str  # the SSU row of Tables 2-4 (the full model)
+    anchor_variant: str  # Table 3: SSU without the semantic anchor ("" = no Table 3)
+    loss_variants: tuple[str, ...]  # Table 4 rows (paper order: reg_only ... reg_sup_self; [] = no Table 4)
+    out: str  # folder for compare.md and compare.json
+    plot: str  # Fig. 4 style PNG (parameters vs construction time)
+
+    def __post_init__(self) -> None:
+        for name in ("metrics", "ssu_variant", "out", "plot"):
+            if not getattr(self, name):
+                raise ParamError(f"{name} must not be empty")
+        if not self.plot.endswith(".png"):
+            raise ParamError(f"plot must be a .png path, got {self.plot!r}")
+        if len(set(self.loss_variants)) != len(self.loss_variants):
+            raise ParamError("loss_variants must be distinct")
+
+
+def _read_json(path: Path, what: str):
+    import json
+
+    if not path.is_file():
+        fail(f"{what} not found: {path}")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        fail(f"{path} is not valid JSON: {exc}")
 
 
 @stage_command
-def main() -> None:
-    """Not built yet."""
-    fail("stage 'compare' is not implemented yet")
+def main(
+    params: Path = typer.Option(Path("params.yaml"), "--params", help="params file"),
+    metrics: Optional[Path] = typer.Option(None, "--metrics", help="metrics folder (default compare.metrics)"),
+    out: Optional[Path] = typer.Option(None, "--out", help="report folder (default compare.out)"),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Fig. 4 PNG (default compare.plot)"),
+) -> None:
+    """Tables 2-4 and Fig. 4 of the paper from this run's metrics and latency records."""
+    import json
+
+    from ssu_model import reporting
+    from stages.llm_graphs import LLMGraphsParams
+
+    raw = load_params(params)
+    p = load_section(raw, "compare", CompareParams)
+    llm = load_section(raw, "llm_graphs", LLMGraphsParams)
+    metrics = metrics or Path(p.metrics)
+    out = out or Path(p.out)
+    plot = plot or Path(p.plot)
+
+    def variant(name: str):
+        path = metrics / f"{name}.json"
+        return reporting.check_metrics(_read_json(path, f"metrics of variant {name}"), str(path))
+
+    ssu = variant(p.ssu_variant)
+    llms = {s.name: variant(f"llm_{s.name}") for s in llm.models}
+    latencies = {}
+    for s in llm.models:
+        path = metrics / f"latency_{s.name}.json"
+        latencies[s.name] = reporting.check_latency(_read_json(path, f"latency record of {s.name}"), str(path))
+
+    t2, md2 = reporting.table2(ssu, llms, latencies)
+    report = {"table2": t2}
+    sections = [
+        "# SSU vs LLM graph constructors, anchor and loss ablations",
+        "",
+        "Test split, mean ± std over seeds. Acc/F1 in %, MAE absolute. Has0: label >= 0 counts as "
+        "positive; Non0: zero labels dropped (MMSA definitions). Graph construction: median seconds "
+        "per batch, same machine and batches for every constructor (see latency_<name>.json).",
+        "",
+        "## Table 2: SSU vs LLM-based graph constructors",
+        "",
+        md2,
+    ]
+    if p.anchor_variant:
+        t3, md3 = reporting.table3(ssu, variant(p.anchor_variant))
+        report["table3"] = t3
+        sections += ["", "## Table 3: effect of the semantic anchor", "", md3]
+    if p.loss_variants:
+        t4, md4 = reporting.table4(ssu, {v: variant(v) for v in p.loss_variants})
+        report["table4"] = t4
+        sections += ["", "## Table 4: loss combinations", "", md4]
+    points = reporting.constructor_points(latencies)
+    report["fig4"] = points
+    sections += ["", f"![Fig. 4: parameters vs graph construction time]({Path('..') / plot})", ""]
+
+    with atomic_file(plot) as tmp:
+        reporting.fig4(points, tmp)
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_file(out / "compare.json") as tmp:
+        tmp.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    with atomic_file(out / "compare.md") as tmp:
+        tmp.write_text("\n".join(sections))
+    for name, pt in points.items():
+        if name != "SSU":
+            log(f"compare: SSU builds graphs {pt['speedup']:.0f}x faster than {name} "
+                f"({points['SSU']['seconds'] * 1e3:.1f} ms vs {pt['seconds']:.2f} s per batch)")
+    log(f"compare: wrote {out / 'compare.md'}, {out / 'compare.json'}, {plot}")

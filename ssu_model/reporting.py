@@ -1,0 +1,192 @@
+"""Pure table and plot functions for the `compare` stage (the paper's Tables 2-4 and Fig. 4).
+
+Inputs are the metrics JSON of contract D (``{"variant", "n_seeds", "mean": {...}, "std":
+{...}}``, accuracies/F1 as fractions) and the latency records written by `llm-graphs`
+(``latency_<name>.json``). Outputs are plain dicts (for JSON / ``dvc metrics``) and markdown.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from ssu_model.errors import DataError
+
+# (metrics key, column title, is a fraction rendered as %)
+COLUMNS: tuple[tuple[str, str, bool], ...] = (
+    ("Has0_acc_2", "Acc2 (Has0)", True),
+    ("Has0_F1", "F1 (Has0)", True),
+    ("Non0_acc_2", "Acc2 (Non0)", True),
+    ("Non0_F1", "F1 (Non0)", True),
+    ("Acc7", "Acc7", True),
+    ("MAE", "MAE", False),
+)
+LOSS_ROWS: tuple[tuple[str, str], ...] = (
+    ("reg_only", "L_reg only"),
+    ("reg_align", "L_reg + L_align"),
+    ("reg_self", "L_reg + L_self"),
+    ("reg_sup", "L_reg + L_sup"),
+    ("reg_self_align", "L_reg + L_self + L_align"),
+    ("reg_sup_align", "L_reg + L_sup + L_align"),
+    ("reg_sup_self", "L_reg + L_sup + L_self"),
+)
+
+
+def check_metrics(doc: Any, where: str) -> Mapping[str, Any]:
+    """Validate one contract-D metrics document; returns it."""
+    if not isinstance(doc, Mapping):
+        raise DataError(f"{where}: metrics must be a JSON object")
+    for part in ("mean", "std"):
+        if not isinstance(doc.get(part), Mapping):
+            raise DataError(f"{where}: metrics lack the '{part}' object")
+        for key, _t, _p in COLUMNS:
+            v = doc[part].get(key)
+            if not isinstance(v, (int, float)) or isinstance(v, bool):
+                raise DataError(f"{where}: {part}.{key} missing or not a number")
+    return doc
+
+
+def check_latency(doc: Any, where: str) -> Mapping[str, Any]:
+    if not isinstance(doc, Mapping) or not isinstance(doc.get("constructors"), Mapping):
+        raise DataError(f"{where}: latency record lacks 'constructors'")
+    for name, rec in doc["constructors"].items():
+        for key in ("seconds_median", "params_total"):
+            if not isinstance(rec.get(key), (int, float)):
+                raise DataError(f"{where}: constructors.{name}.{key} missing or not a number")
+    if "SSU" not in doc["constructors"]:
+        raise DataError(f"{where}: latency record has no SSU entry")
+    return doc
+
+
+def cell(mean: float, std: float, percent: bool) -> str:
+    if percent:
+        return f"{100 * mean:.2f} ± {100 * std:.2f}"
+    return f"{mean:.4f} ± {std:.4f}"
+
+
+def _metric_cells(doc: Mapping[str, Any]) -> list[str]:
+    return [cell(float(doc["mean"][k]), float(doc["std"][k]), pct) for k, _t, pct in COLUMNS]
+
+
+def _summary(doc: Mapping[str, Any]) -> dict[str, Any]:
+    return {"mean": {k: float(doc["mean"][k]) for k, _t, _p in COLUMNS},
+            "std": {k: float(doc["std"][k]) for k, _t, _p in COLUMNS},
+            "n_seeds": int(doc.get("n_seeds", 0))}
+
+
+def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def human_params(n: float) -> str:
+    if n >= 1e9:
+        return f"{n / 1e9:.2f}B"
+    return f"{n / 1e6:.1f}M"
+
+
+def constructor_points(latencies: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, float]]:
+    """name -> {seconds, params, speedup} for SSU and each LLM (SSU: median over the records,
+    each of which timed SSU on the same batches as its LLM)."""
+    if not latencies:
+        raise DataError("no latency records")
+    points: dict[str, dict[str, float]] = {}
+    ssu_s, ssu_p = [], []
+    for name, doc in latencies.items():
+        cons = doc["constructors"]
+        if name not in cons:
+            raise DataError(f"latency record of {name} has no entry named {name}")
+        ssu_s.append(float(cons["SSU"]["seconds_median"]))
+        ssu_p.append(float(cons["SSU"]["params_total"]))
+        points[name] = {"seconds": float(cons[name]["seconds_median"]), "params": float(cons[name]["params_total"]),
+                        "speedup": float(cons[name]["seconds_median"]) / max(float(cons["SSU"]["seconds_median"]), 1e-12)}
+    ssu_s.sort()
+    points["SSU"] = {"seconds": ssu_s[len(ssu_s) // 2], "params": max(ssu_p), "speedup": 1.0}
+    return points
+
+
+def table2(ssu: Mapping[str, Any], llms: Mapping[str, Mapping[str, Any]],
+           latencies: Mapping[str, Mapping[str, Any]]) -> tuple[dict[str, Any], str]:
+    """Table 2: SSU vs the LLM graph constructors (metrics, construction time per batch, params)."""
+    points = constructor_points(latencies)
+    missing = sorted(set(llms) - set(points))
+    if missing:
+        raise DataError(f"no latency record for LLM constructor {missing[0]}")
+    data: dict[str, Any] = {}
+    rows = []
+    for name, doc in [*llms.items(), ("SSU", ssu)]:
+        pt = points[name]
+        data[name] = {**_summary(doc), "seconds_per_batch": pt["seconds"], "params": pt["params"],
+                      "ssu_speedup": pt["speedup"]}
+        rows.append([name, *_metric_cells(doc), f"{pt['seconds']:.4g}", human_params(pt["params"]),
+                     "—" if name == "SSU" else f"{pt['speedup']:.0f}x"])
+    header = ["Constructor", *(t for _k, t, _p in COLUMNS), "Graph construction (s / batch)", "Params",
+              "SSU faster by"]
+    return data, _md_table(header, rows)
+
+
+def table3(full: Mapping[str, Any], no_anchor: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
+    """Table 3: effect of the semantic anchor."""
+    rows = [["w/o Semantic Anchor", *_metric_cells(no_anchor)], ["Full model (SSU)", *_metric_cells(full)]]
+    data = {"no_anchor": _summary(no_anchor), "full": _summary(full)}
+    return data, _md_table(["Method", *(t for _k, t, _p in COLUMNS)], rows)
+
+
+def table4(full: Mapping[str, Any], losses: Mapping[str, Mapping[str, Any]]) -> tuple[dict[str, Any], str]:
+    """Table 4: loss combinations, in the paper's row order (rows present in ``losses``)."""
+    data: dict[str, Any] = {}
+    rows = []
+    labels = dict(LOSS_ROWS)
+    order = [k for k, _l in LOSS_ROWS if k in losses] + [k for k in losses if k not in labels]
+    for key in order:
+        data[key] = _summary(losses[key])
+        rows.append([labels.get(key, key), *_metric_cells(losses[key])])
+    data["full"] = _summary(full)
+    rows.append(["Full (all losses)", *_metric_cells(full)])
+    return data, _md_table(["Loss combination", *(t for _k, t, _p in COLUMNS)], rows)
+
+
+def fig4(points: Mapping[str, Mapping[str, float]], path: Path | str, title: str = "") -> dict[str, tuple[float, float]]:
+    """Fig. 4: parameters vs graph-construction time per batch, log axes, one labelled point
+    per constructor. Returns each point's pixel position (x, y from the top-left) in the PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not points:
+        raise DataError("fig4: no points")
+    for name, pt in points.items():
+        if not (pt["seconds"] > 0 and pt["params"] > 0 and math.isfinite(pt["seconds"])):
+            raise DataError(f"fig4: {name} needs positive time and parameter count")
+    fig, ax = plt.subplots(figsize=(6, 4.5), dpi=100)
+    colours = {}
+    for name, pt in points.items():
+        colour = "#d62728" if name == "SSU" else "#1f77b4"
+        colours[name] = colour
+        ax.scatter([pt["seconds"]], [pt["params"]], s=90, color=colour, zorder=3, edgecolors="none")
+        ax.annotate(name, (pt["seconds"], pt["params"]), textcoords="offset points", xytext=(8, 6), fontsize=10)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    xs = [p["seconds"] for p in points.values()]
+    ys = [p["params"] for p in points.values()]
+    ax.set_xlim(min(xs) / 4, max(xs) * 4)
+    ax.set_ylim(min(ys) / 4, max(ys) * 4)
+    ax.set_xlabel("graph construction time per batch (s, log)")
+    ax.set_ylabel("parameters (log)")
+    ax.set_title(title or "Model size vs graph construction time")
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.canvas.draw()
+    height = fig.canvas.get_width_height()[1]
+    pixels = {}
+    for name, pt in points.items():
+        x, y = ax.transData.transform((pt["seconds"], pt["params"]))
+        pixels[name] = (float(x), float(height - y))
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(str(path), dpi=100, format="png", metadata={"Software": None})
+    plt.close(fig)
+    return pixels

@@ -1,0 +1,317 @@
+"""LLM graph constructor: a tiny randomly initialised causal LM (no downloads) drives the unit
+tests (penultimate layer, word spans, shapes, padding invariance, the Arrow cache, the adjacency
+projection in SSU, the stage with its latency record); the real SmolLM2 runs in a `slow` test."""
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+import yaml
+from typer.testing import CliRunner
+
+from ssu_model import llm_graphs as lg
+from ssu_model.errors import DataError
+from stages.cli import app
+from tests.conftest import ROOT
+
+runner = CliRunner()
+SENTENCES = [
+    "I really liked this movie .", "it was not good at all", "the acting is great but the plot is weak",
+    "Judge the speaker 's sentiment . Transcript :", "Audio : Video :", "what a bad film , honestly",
+    "do n't watch it", "fine", "I", "hate", "home", "on", "range", "and",
+]
+
+
+def build_tiny_lm(folder):
+    """A 3-layer LLaMA with a WordLevel tokenizer, saved as a HF folder."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    vocab = {"[UNK]": 0, "[PAD]": 1, "<s>": 2, "</s>": 3}
+    for s in SENTENCES:
+        for w in s.replace("'", " '").split():
+            vocab.setdefault(w, len(vocab))
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 2)])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]",
+                                   bos_token="<s>", eos_token="</s>")
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                      pad_token_id=1, bos_token_id=2, eos_token_id=3)
+    model = LlamaForCausalLM(cfg).eval()
+    model.save_pretrained(str(folder))
+    fast.save_pretrained(str(folder))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tiny_lm(tmp_path_factory):
+    return build_tiny_lm(tmp_path_factory.mktemp("tiny_lm"))
+
+
+@pytest.fixture
+def constructor(tiny_lm):
+    model = lg.load_causal_lm(tiny_lm, "fp32")
+    tok = lg.load_tokenizer(tiny_lm)
+    cfg = lg.ConstructorConfig(max_nodes=16, llm_max_nodes=4, prompt="Judge the speaker 's sentiment . Transcript :")
+    c = lg.LLMGraphConstructor(model, tok, cfg)
+    rng = np.random.default_rng(0)
+    c.fit_projections({"audio": rng.normal(2.0, 3.0, (200, 5)), "vision": rng.normal(size=(200, 7))})
+    return c
+
+
+def utt(uid, text, n_audio=10, n_vision=40, seed=0):
+    rng = np.random.default_rng(seed)
+    a = None if n_audio is None else rng.normal(size=(n_audio, 5)).astype(np.float32)
+    v = None if n_vision is None else rng.normal(size=(n_vision, 7)).astype(np.float32)
+    return lg.Utterance(uid, text, text.split(), a, v)
+
+
+def test_penultimate_states_equal_hidden_states_minus_two(tiny_lm):
+    model = lg.load_causal_lm(tiny_lm, "fp32")
+    x = torch.randn(2, 6, 32)
+    mask = torch.tensor([[1] * 6, [1] * 4 + [0] * 2])
+    ref = model(inputs_embeds=x, attention_mask=mask, output_hidden_states=True).hidden_states[-2]
+    got = lg.penultimate_states(model, x, mask)
+    torch.testing.assert_close(got, ref)
+    assert not torch.allclose(got, model(inputs_embeds=x, attention_mask=mask,
+                                         output_hidden_states=True).hidden_states[-1])
+
+
+def test_word_pieces_keep_spans_and_cut_at_the_budget(tiny_lm):
+    tok = lg.load_tokenizer(tiny_lm)
+    ids, spans = lg.word_pieces(tok, "I really liked", ["I", "really", "liked"], max_tokens=10)
+    assert spans == [(0, 1), (1, 2), (2, 3)]
+    assert tok.convert_ids_to_tokens(ids) == ["I", "really", "liked"]
+    _ids, spans = lg.word_pieces(tok, "I really liked", ["I", "really", "liked"], max_tokens=2)
+    assert spans == [(0, 1), (1, 2), (-1, -1)]
+
+
+def test_encode_shapes_pooling_and_replication(constructor):
+    batch = [utt("a", "I really liked this movie ."), utt("b", "fine", n_audio=3, n_vision=None, seed=1),
+             utt("c", "", n_audio=20, n_vision=16, seed=2)]
+    out = constructor.encode(batch)
+    d = constructor.dim
+    assert out[0]["text"].shape == (6, d) and out[0]["audio"].shape == (10, d) and out[0]["vision"].shape == (16, d)
+    assert out[1]["text"].shape == (1, d) and out[1]["audio"].shape == (3, d) and "vision" not in out[1]
+    assert out[2]["text"].shape == (0, d) and out[2]["audio"].shape == (16, d)
+    # 10 SSU audio nodes read through 4 LM steps: node j takes LM step floor(j*4/10)
+    idx = lg.pooled_index(10, 4)
+    assert idx.tolist() == [0, 0, 0, 1, 1, 2, 2, 2, 3, 3]
+    a = out[0]["audio"]
+    assert np.array_equal(a[0], a[2]) and not np.allclose(a[2], a[3])
+    assert all(np.isfinite(v).all() for o in out for v in o.values())
+
+
+def test_padding_does_not_change_states(constructor):
+    """Right padding + attention mask: an utterance's states do not depend on its batch mates."""
+    u = utt("a", "it was not good at all", n_audio=6, n_vision=9)
+    alone = constructor.encode([u])[0]
+    padded = constructor.encode([utt("z", "the acting is great but the plot is weak", 30, 50, 3), u])[1]
+    for k in alone:
+        np.testing.assert_allclose(alone[k], padded[k], atol=1e-5)
+
+
+def test_projection_is_fitted_fixed_and_norm_matched(constructor):
+    proj = constructor.projections["audio"]
+    w = proj.weight
+    np.testing.assert_allclose(w @ w.T, np.eye(5), atol=1e-5)  # semi-orthogonal rows
+    np.testing.assert_allclose(proj.mean, 2.0, atol=0.5)  # fitted on the train steps
+    x = torch.as_tensor(np.random.default_rng(5).normal(2.0, 3.0, (4000, 5)), dtype=torch.float32)
+    norm = proj(x).norm(dim=1).mean().item()
+    assert norm == pytest.approx(constructor.embedding_norm(), rel=0.1)
+    again = lg.ModalityProjection.fit(np.random.default_rng(0).normal(2.0, 3.0, (200, 5)), 32, 1.0, constructor.config.seed + 1)
+    np.testing.assert_array_equal(again.weight, w)  # seeded: the same map every run
+
+
+def test_states_cache_round_trip(tmp_path, constructor):
+    batch = [utt("a", "I really liked this movie ."), utt("b", "fine", n_audio=3, n_vision=None, seed=1)]
+    states = constructor.encode(batch)
+    d = constructor.dim
+    (tmp_path / "meta.json").write_text(json.dumps({"format": "1", "dim": d}))
+    lg.write_states(tmp_path / "train.arrow", ["a", "b"], states, d, ["text", "audio", "vision"], "float32")
+    lg.write_states(tmp_path / "valid.arrow", ["a", "b"], states, d, ["text", "audio", "vision"], "float16")
+    reader = lg.LLMStates(tmp_path)
+    exact, half = reader.get("train"), reader.get("valid")
+    assert set(exact) == {"a", "b"} and "vision" not in exact["b"]
+    for uid, s in zip(["a", "b"], states):
+        for k, v in s.items():
+            np.testing.assert_array_equal(exact[uid][k], v)
+            assert half[uid][k].dtype == np.float32
+            np.testing.assert_allclose(half[uid][k], v, rtol=1e-3, atol=1e-3)
+    with pytest.raises(DataError, match="float16 range"):
+        lg.write_states(tmp_path / "x.arrow", ["a"], [{"text": np.full((1, d), 1e6, np.float32)}], d, ["text"])
+    with pytest.raises(DataError, match="not found"):
+        reader.get("test")
+    with pytest.raises(DataError, match="meta not found"):
+        lg.LLMStates(tmp_path / "nowhere")
+
+
+def test_llm_states_drive_ssu_adjacency_projection(constructor):
+    """graph_source='llm': learned projections of the cached states make the adjacencies and
+    receive gradients; swapping the states changes the graphs."""
+    from ssu_model.batching import UtteranceRecord, collate
+    from ssu_model.model import SSU, SSUConfig
+
+    batch = [utt("a", "I really liked this movie ."), utt("b", "it was not good at all", 12, 20, 1)]
+    states = constructor.encode(batch)
+    recs = []
+    for u, s in zip(batch, states):
+        n = len(u.words)
+        recs.append(UtteranceRecord(np.random.default_rng(0).normal(size=(n, 8)).astype(np.float32),
+                                    np.zeros(n, np.int64), [1] * n, u.audio, u.vision, 1.0, llm_states=s))
+    cfg = SSUConfig(text_dim=8, audio_dim=5, vision_dim=7, hidden=16, heads=2, score_dim=8, edge_dim=4,
+                    max_nodes=16, num_relations=4, graph_source="llm", llm_dim=constructor.dim)
+    torch.manual_seed(0)
+    model = SSU(cfg)
+    out = model(collate(recs))
+    out.losses["total"].backward()
+    grads = [p.grad for n, p in model.named_parameters() if "llm_scorer" in n]
+    assert grads and any(g is not None and g.abs().sum() > 0 for g in grads)
+    g1 = model.build_graphs(collate(recs))
+    shuffled = [UtteranceRecord(r.word_states, r.heads, r.deps, r.audio, r.vision, r.label,
+                                llm_states={k: v[::-1].copy() for k, v in r.llm_states.items()}) for r in recs]
+    g2 = model.build_graphs(collate(shuffled))
+    assert not (torch.equal(g1.edge_index, g2.edge_index) and torch.equal(g1.edge_weight, g2.edge_weight))
+
+
+def test_time_call_and_latency_record():
+    calls = []
+    secs = lg.time_call(lambda: calls.append(1), repeats=3, warmup=2)
+    assert len(calls) == 5 and len(secs) == 3 and all(s >= 0 for s in secs)
+    rec = lg.latency_record("x", [3.0, 1.0, 2.0], {"llm": 10, "proj": 5})
+    assert rec["seconds_median"] == 2.0 and rec["params_total"] == 15 and rec["n_timed"] == 3
+
+
+def test_int8_and_bad_precision(tiny_lm):
+    q = lg.load_causal_lm(tiny_lm, "int8")
+    ref = lg.load_causal_lm(tiny_lm, "fp32")
+    assert lg.count_params(q) == lg.count_params(ref)
+    x = torch.randn(1, 5, 32)
+    assert lg.penultimate_states(q, x, torch.ones(1, 5, dtype=torch.long)).shape == (1, 5, 32)
+    with pytest.raises(DataError, match="precision"):
+        lg.load_causal_lm(tiny_lm, "int4")
+    with pytest.raises(DataError, match="not found"):
+        lg.load_causal_lm(tiny_lm / "missing", "fp32")
+
+
+# ------------------------------------------------------------------------------- the stage
+def write_tiny_inputs(root, n=(6, 3, 4)):
+    from ssu_model.data import write_split
+    from ssu_model.text_encoder import write_text_states
+
+    rng = np.random.default_rng(0)
+    texts = ["I really liked this movie .", "it was not good at all", "fine",
+             "the acting is great but the plot is weak", "what a bad film , honestly", "do n't watch it"]
+    labels = ["nsubj", "ROOT", "dobj"]
+    for split, k in zip(("train", "valid", "test"), n):
+        ids = [f"{split}{i}" for i in range(k)]
+        tx = [texts[i % len(texts)] for i in range(k)]
+        (root / "features").mkdir(exist_ok=True)
+        (root / "parse").mkdir(exist_ok=True)
+        (root / "text").mkdir(exist_ok=True)
+        write_split(root / "features" / f"{split}.arrow", ids, tx, rng.uniform(-3, 3, k).astype(np.float32),
+                    audio=rng.normal(size=(k, 12, 5)).astype(np.float32),
+                    audio_lengths=rng.integers(3, 13, k).astype(np.int32),
+                    vision=rng.normal(size=(k, 30, 7)).astype(np.float32))
+        words = [t.split() for t in tx]
+        table = pa.table({
+            "id": ids, "text": tx, "words": words,
+            "heads": [list(range(len(w))) for w in words],
+            "deps": [["ROOT"] * len(w) for w in words], "pos": [["X"] * len(w) for w in words],
+            "sub_start": [list(range(1, len(w) + 1)) for w in words],
+            "sub_end": [list(range(2, len(w) + 2)) for w in words],
+            "n_subwords": [len(w) + 2 for w in words], "truncated": [False] * k,
+        })
+        table = table.replace_schema_metadata({"ssu.dep_labels": json.dumps(labels), "ssu.max_length": "128"})
+        pq.write_table(table, root / "parse" / f"{split}.parquet")
+        write_text_states(root / "text" / f"{split}.arrow", ids,
+                          [rng.normal(size=(len(w), 8)).astype(np.float32) for w in words], 8, "fake", 128)
+
+
+def stage_params(root, lm_path):
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["base"]["device"] = "cpu"
+    params["model"].update(hidden=16, heads=2, score_dim=8, edge_dim=4, max_nodes=8, num_relations=8)
+    params["llm_graphs"].update(
+        convert_source=str(lm_path), convert_out=str(root / "converted"),
+        models={"tiny": {"path": str(root / "converted"), "precision": "fp32"}},
+        features=str(root / "features"), parse=str(root / "parse"), text_features=str(root / "text"),
+        out=str(root / "llm_states"), latency_out=str(root / "metrics"), batch_size=4, llm_max_nodes=3,
+        prompt="Transcript :", ssu_repeats=2, latency_min_timed=2)
+    path = root / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return path
+
+
+def test_stage_convert_states_latency_and_determinism(tmp_path, tiny_lm):
+    write_tiny_inputs(tmp_path)
+    params = stage_params(tmp_path, tiny_lm)
+    res = runner.invoke(app, ["llm-graphs", "--convert", "--params", str(params)])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "converted" / "model.safetensors").is_file()
+    res = runner.invoke(app, ["llm-graphs", "--name", "tiny", "--params", str(params)])
+    assert res.exit_code == 0, res.output
+    states_dir = tmp_path / "llm_states" / "tiny"
+    meta = json.loads((states_dir / "meta.json").read_text())
+    assert meta["dim"] == 32 and meta["modalities"] == ["text", "audio", "vision"]
+    assert "semi-orthogonal" in meta["projection"]["audio"]["kind"]
+    reader = lg.LLMStates(states_dir)
+    train = reader.get("train")
+    assert len(train) == 6
+    from ssu_model.data import FeatureSplit
+
+    fs = FeatureSplit(tmp_path / "features" / "train.arrow")
+    for i, uid in enumerate(fs.ids):
+        r = fs.row(i)
+        assert train[uid]["text"].shape == (len(r.text.split()), 32)
+        assert train[uid]["audio"].shape == (min(r.audio_length, 8), 32)  # model.max_nodes = 8
+        assert train[uid]["vision"].shape == (8, 32)
+    lat = json.loads((tmp_path / "metrics" / "latency_tiny.json").read_text())
+    assert set(lat["constructors"]) == {"SSU", "tiny"}
+    tiny = lat["constructors"]["tiny"]
+    assert tiny["n_timed"] >= 2 and tiny["seconds_median"] > 0 and lat["speedup"] > 0
+    assert tiny["params"]["llm"] == meta["params"] and tiny["params"]["input_projections"] > 0
+    assert lat["constructors"]["SSU"]["params"]["text_encoder"] > 20_000_000  # MiniLM counted
+    before = {p.name: p.read_bytes() for p in states_dir.iterdir()}
+    res = runner.invoke(app, ["llm-graphs", "--name", "tiny", "--params", str(params)])
+    assert res.exit_code == 0, res.output
+    assert {p.name: p.read_bytes() for p in states_dir.iterdir()} == before  # deterministic cache
+
+
+def test_stage_errors_are_one_line(tmp_path, tiny_lm):
+    write_tiny_inputs(tmp_path)
+    params = stage_params(tmp_path, tiny_lm)
+    res = runner.invoke(app, ["llm-graphs", "--name", "nope", "--params", str(params)])
+    assert res.exit_code == 1 and "no entry named 'nope'" in res.output
+    res = runner.invoke(app, ["llm-graphs", "--params", str(params)])
+    assert res.exit_code == 1 and "exactly one of --convert or --name" in res.output
+    res = runner.invoke(app, ["llm-graphs", "--name", "tiny", "--params", str(params)])
+    assert res.exit_code == 1 and "LLM path not found" in res.output  # not converted yet
+    assert not (tmp_path / "llm_states" / "tiny").exists()
+
+
+@pytest.mark.slow
+def test_real_smollm2_from_the_shipped_gguf(tmp_path):
+    """The shipped SmolLM2-135M GGUF converts to safetensors, reloads in bf16 and builds states."""
+    info = lg.convert_to_safetensors(lg.SMOLLM2, tmp_path / "smol")
+    assert info["class"] == "LlamaForCausalLM" and info["hidden_size"] == 576
+    assert 130e6 < info["params"] < 140e6
+    model = lg.load_causal_lm(tmp_path / "smol", "fp32")
+    tok = lg.load_tokenizer(tmp_path / "smol")
+    c = lg.LLMGraphConstructor(model, tok, lg.ConstructorConfig(max_nodes=64, llm_max_nodes=4,
+                                                                prompt="Judge the speaker's sentiment. Transcript:"))
+    rng = np.random.default_rng(0)
+    c.fit_projections({"audio": rng.normal(size=(100, 5))})
+    u = lg.Utterance("a", "I don't like it.", ["I", "do", "n't", "like", "it", "."],
+                     rng.normal(size=(50, 5)).astype(np.float32))
+    out = c.encode([u])[0]
+    assert out["text"].shape == (6, 576) and out["audio"].shape == (50, 576)
+    assert np.isfinite(out["text"]).all()
+    ids, spans = lg.word_pieces(tok, u.text, u.words, 64)
+    assert spans[2][1] - spans[2][0] >= 1 and tok.decode(ids) == "I don't like it."

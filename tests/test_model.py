@@ -466,3 +466,55 @@ def test_config_validation():
         SSUConfig(graph_source="llm")
     with pytest.raises(DataError, match="num_relations"):
         SSU(tiny(num_relations=4))(batch())
+
+
+# ------------------------------------------------------------------ fast graph-construction path
+def test_threshold_cap_matches_row_by_row_definition():
+    """The batched Eq. 5 mask (cap applied only on the rows where it binds) equals the definition
+    evaluated row by row: entries >= tau among real pairs, at most the cap largest (ties kept),
+    plus the self-loop; including lambda < 0 (tau below some entries of padded rows)."""
+    torch.manual_seed(3)
+    mask = torch.tensor([[1] * 9, [1] * 6 + [0] * 3, [1] * 2 + [0] * 7], dtype=torch.bool)
+    pair = pair_mask(mask)
+    adj = symmetric_adjacency(torch.randn(3, 9, 9) * 2, pair)
+    for lam, cap in ((-0.5, 3), (0.0, 2), (1.0, 1), (-3.0, 4)):
+        keep, _, tau = adaptive_threshold(adj, pair, torch.tensor(lam), 0.1, cap)
+        for b in range(3):
+            n = int(mask[b].sum())
+            for i in range(9):
+                expect = set()
+                if i < n:
+                    kept = [j for j in range(n) if adj[b, i, j] >= tau[b]]
+                    if len(kept) > cap:
+                        kth = sorted((float(adj[b, i, j]) for j in kept), reverse=True)[cap - 1]
+                        kept = [j for j in kept if float(adj[b, i, j]) >= kth]
+                    expect = set(kept) | {i}
+                assert set(keep[b, i].nonzero().squeeze(1).tolist()) == expect, (lam, cap, b, i)
+
+
+@pytest.mark.parametrize("lengths", [None, UNALIGNED], ids=["aligned", "unaligned"])
+@pytest.mark.parametrize("grad", [False, True], ids=["no_grad", "grad"])
+def test_fast_path_equals_module_path(lengths, grad):
+    """build_graphs without introspection (fused Eq. 1/Eq. 3 queries, batched attention, stacked
+    Eq. 4-5, one nonzero) gives the same graphs as the introspection path, which runs
+    TextInformedAttention.forward / TextGuidedScore-style per-module code."""
+    model = SSU(tiny()).eval()
+    b = batch() if lengths is None else batch(lengths=lengths)
+    with torch.set_grad_enabled(grad):
+        fast = model.build_graphs(b)
+        slow = model.build_graphs(b, introspect=True)
+    for name in ("edge_index", "edge_type", "fusion_edge_index", "fusion_edge_type"):
+        assert torch.equal(getattr(fast, name), getattr(slow, name)), name
+    for name in ("edge_weight", "fusion_edge_weight"):
+        assert torch.allclose(getattr(fast, name), getattr(slow, name), atol=1e-6), name
+    real = torch.cat([blk.mask.reshape(-1) for blk in fast.blocks])
+    real = torch.cat([real, torch.ones(fast.x.shape[0] - real.numel(), dtype=torch.bool)])
+    assert torch.allclose(fast.x[real], slow.x[real], atol=1e-5)
+    # the module path really is the per-module computation
+    xm = model.proj["audio"](b.audio if lengths is None else temporal_pool(b.audio, b.audio_lengths, 8)[0])
+    kv = model.text_kv(model.proj["text"](b.text))
+    h, _ = model.enhance["audio"](xm, kv, b.text_mask)
+    blk = fast.blocks[1]
+    mask = blk.mask.reshape(-1)
+    got = fast.x[blk.offset: blk.offset + b.size * blk.T][mask]
+    assert torch.allclose(got, h.reshape(-1, h.shape[-1])[mask], atol=1e-5)

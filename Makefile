@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install repro test test-fast clean-venv
+.PHONY: install repro test test-fast clean-venv mosi-text
 
 install: $(STAMP)
 
@@ -34,3 +34,17 @@ test-fast: install
 
 clean-venv:
 	rm -rf $(VENV)
+
+# Real MOSI transcripts, text only, 5 seeds (params-mosi-text.yaml; outputs in runs/mosi-text/).
+# Needs ../shared/data/mosi_label_mmcpanda.csv (not shipped: CMU-MOSI is research-use only).
+MOSI_RUN := runs/mosi-text
+MOSI_P   := --params params-mosi-text.yaml
+mosi-text: install
+	$(BIN)/python -m stages features $(MOSI_P) --out $(MOSI_RUN)/features
+	$(BIN)/python -m stages parse $(MOSI_P) --input $(MOSI_RUN)/features --out $(MOSI_RUN)/parse
+	$(BIN)/python -m stages text-features $(MOSI_P) --parse $(MOSI_RUN)/parse --out $(MOSI_RUN)/text_features
+	$(BIN)/python -m stages train $(MOSI_P) --variant full --features $(MOSI_RUN)/features --parse $(MOSI_RUN)/parse \
+	    --text-features $(MOSI_RUN)/text_features --out $(MOSI_RUN)/models/full --live $(MOSI_RUN)/dvclive/full
+	$(BIN)/python -m stages evaluate $(MOSI_P) --variant full --models $(MOSI_RUN)/models/full --features $(MOSI_RUN)/features \
+	    --parse $(MOSI_RUN)/parse --text-features $(MOSI_RUN)/text_features --out $(MOSI_RUN)/metrics/full.json \
+	    --predictions $(MOSI_RUN)/predictions/full.parquet --plots $(MOSI_RUN)/plots/full

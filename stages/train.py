@@ -2,7 +2,7 @@
 
 Inputs: ``data/features`` (contract A), ``data/parse`` (contract B), ``data/text_features``
 (frozen word states; bypassed with ``train.finetune_text``) and, with ``--llm-states DIR``,
-the LLM helper's cached states (contract F; switches ``graph_source`` to "llm").
+the LLM baseline's cached states (contract F in docs/interfaces.md; switches ``graph_source`` to "llm").
 Outputs: ``models/<variant>/`` = ``seed_<s>.pt`` (tensors + plain config, loadable with
 ``torch.load(weights_only=True)``), ``history.json`` (per-seed epoch curves, read by
 `evaluate` for the training-curve plot), ``config.json`` (the resolved configuration) and

@@ -24,8 +24,17 @@ The label is ``clip(0.75 * text_sentiment + 0.45 * affect)`` for utterances with
 text and ``affect`` alone for the share whose text is neutral; ``affect`` is a latent non-verbal
 sentiment that only the audio and vision streams carry: a smooth bump of amplitude proportional
 to ``affect`` in a few feature dims over one contiguous segment of each stream (its own segment
-per modality), on top of a per-utterance baseline offset and white noise.  A text-only model can
-therefore not recover ``affect``; a model that finds the segment can.
+per modality, ``segment_share`` of the true length), on top of a per-utterance baseline offset
+(standard deviation ``baseline_std``) and white noise.  A text-only model can therefore not
+recover ``affect``; a model that reads the streams can.
+
+The two shape knobs decide *which* statistics see ``affect``.  The mean over time shifts by
+about ``0.64 * segment_share * affect`` per signal dim; the baseline offset hides that shift
+when ``baseline_std`` is large, and then only max/min-type statistics (finding the segment)
+recover ``affect``.  The defaults (``baseline_std`` 0.25, ``segment_share`` 0.3-0.6: an
+expression held over a third to a half of the utterance) make the signal visible to a mean
+readout, as SSU's graph readouts are; ``baseline_std=0.6, segment_share=(0.15, 0.35)`` was the
+first design and is the harder, segment-finding test (see docs/decisions.md).
 
 Generation is vectorised in fixed-size row chunks, each with its own seed derived from
 (seed, split, chunk), so the output is a pure function of the arguments (same seed -> same bytes
@@ -66,7 +75,8 @@ ALIGNED_LEN = 50
 AUDIO_SIGNAL = ((0, 1.0), (1, -0.7))
 VISION_SIGNAL = ((0, 1.0), (2, 0.7), (3, -0.6))
 NOISE_STD = 0.5
-OFFSET_STD = 0.6
+BASELINE_STD = 0.25  # default std of the per-utterance, per-dim baseline offset
+SEGMENT_SHARE = (0.3, 0.6)  # default range of the bump's width, as a share of the true length
 
 # --------------------------------------------------------------------------------------------
 # Sentences
@@ -257,10 +267,12 @@ def sentence(rng: np.random.Generator, neutral: bool) -> tuple[str, float]:
 # --------------------------------------------------------------------------------------------
 
 
-def _bump(rng: np.random.Generator, lengths: np.ndarray, max_len: int) -> np.ndarray:
-    """(n, max_len) float32 half-sine bump over one contiguous segment inside each true length."""
+def _bump(rng: np.random.Generator, lengths: np.ndarray, max_len: int,
+          segment_share: tuple[float, float]) -> np.ndarray:
+    """(n, max_len) float32 half-sine bump over one contiguous segment inside each true length,
+    ``segment_share`` (low, high) of it wide (at least 3 steps)."""
     n = len(lengths)
-    width = np.maximum(3, np.round(lengths * rng.uniform(0.15, 0.35, n))).astype(np.int64)
+    width = np.maximum(3, np.round(lengths * rng.uniform(*segment_share, n))).astype(np.int64)
     width = np.minimum(width, lengths)
     start = np.floor(rng.uniform(0.0, 1.0, n) * (lengths - width + 1)).astype(np.int64)
     t = np.arange(max_len, dtype=np.float32)[None, :]
@@ -283,13 +295,13 @@ def _fast_noise(out: np.ndarray, rng: np.random.Generator, std: float) -> None:
 
 def _fill_stream(
     out: np.ndarray, rng: np.random.Generator, affect: np.ndarray, lengths: np.ndarray,
-    signal: tuple[tuple[int, float], ...],
+    signal: tuple[tuple[int, float], ...], baseline_std: float, segment_share: tuple[float, float],
 ) -> None:
     """Write noise + offsets + planted bumps into ``out`` (n, L, D) in place, zero the padding."""
     n, max_len, dim = out.shape
     _fast_noise(out, rng, NOISE_STD)
-    out += (rng.standard_normal((n, 1, dim), dtype=np.float32) * OFFSET_STD)
-    bump = _bump(rng, lengths, max_len) * affect[:, None].astype(np.float32)
+    out += (rng.standard_normal((n, 1, dim), dtype=np.float32) * np.float32(baseline_std))
+    bump = _bump(rng, lengths, max_len, segment_share) * affect[:, None].astype(np.float32)
     for d, w in signal:
         if d < dim:
             out[:, :, d] += w * bump
@@ -341,6 +353,7 @@ def _rng(seed: int, *keys: int) -> np.random.Generator:
 def generate_split(
     n: int, split_index: int, seed: int, scale: str = "mosi", aligned: bool = True,
     neutral_share: float = 0.3, nonfinite_share: float = 0.01, first_video: int = 0,
+    baseline_std: float = BASELINE_STD, segment_share: tuple[float, float] = SEGMENT_SHARE,
 ) -> dict[str, np.ndarray]:
     """One split's MMSA dict (see module doc). ``first_video`` numbers the videos."""
     sc = SCALES[scale]
@@ -385,8 +398,10 @@ def generate_split(
     for c, start in enumerate(range(0, n, CHUNK_ROWS)):
         stop = min(start + CHUNK_ROWS, n)
         crng = _rng(seed, split_index, 1, c)
-        _fill_stream(audio[start:stop], crng, affect[start:stop], a_len[start:stop], AUDIO_SIGNAL)
-        _fill_stream(vision[start:stop], crng, affect[start:stop], v_len[start:stop], VISION_SIGNAL)
+        _fill_stream(audio[start:stop], crng, affect[start:stop], a_len[start:stop], AUDIO_SIGNAL,
+                     baseline_std, segment_share)
+        _fill_stream(vision[start:stop], crng, affect[start:stop], v_len[start:stop], VISION_SIGNAL,
+                     baseline_std, segment_share)
 
     # A few non-finite values in audio, as in real MOSI files.
     frng = _rng(seed, split_index, 2)
@@ -429,9 +444,19 @@ def generate_split(
     return out
 
 
+def check_signal_shape(baseline_std: float, segment_share) -> None:
+    """Raise ValueError naming the problem when the planted-signal shape is unusable."""
+    if not (np.isfinite(baseline_std) and baseline_std >= 0):
+        raise ValueError(f"baseline_std must be a finite number >= 0, got {baseline_std!r}")
+    share = tuple(segment_share)
+    if len(share) != 2 or not all(np.isfinite(x) for x in share) or not 0 < share[0] <= share[1] <= 1:
+        raise ValueError(f"segment_share must be [low, high] with 0 < low <= high <= 1, got {list(share)!r}")
+
+
 def generate(
     seed: int, sizes: tuple[int, int, int] | None = None, scale: str = "mosi",
     aligned: bool = True, neutral_share: float = 0.3, nonfinite_share: float = 0.01,
+    baseline_std: float = BASELINE_STD, segment_share: tuple[float, float] = SEGMENT_SHARE,
 ) -> dict[str, dict[str, np.ndarray]]:
     """The whole dataset. ``sizes`` defaults to the real dataset's split sizes for ``scale``."""
     if scale not in SCALES:
@@ -439,11 +464,13 @@ def generate(
     sizes = tuple(sizes) if sizes is not None else SCALES[scale].sizes
     if len(sizes) != 3 or any(int(s) < 1 for s in sizes):
         raise ValueError(f"sizes must be three positive split sizes, got {sizes!r}")
+    check_signal_shape(baseline_std, segment_share)
     data = {}
     first_video = 0
     for k, (split, n) in enumerate(zip(SPLITS, sizes)):
         data[split] = generate_split(
-            int(n), k, seed, scale, aligned, neutral_share, nonfinite_share, first_video
+            int(n), k, seed, scale, aligned, neutral_share, nonfinite_share, first_video,
+            baseline_std, tuple(segment_share),
         )
         first_video += len({i.split("$_$")[0] for i in data[split]["id"]})
     return data

@@ -32,6 +32,8 @@ class SampleParams:
     sizes: tuple[int, ...]  # train, valid, test utterances at scale mosi
     neutral_share: float  # share of utterances whose text is neutral (sign only in audio/vision)
     nonfinite_share: float  # share of utterances with one -inf/NaN planted in audio (as real MOSI)
+    baseline_std: float  # std of the per-utterance baseline offset of every audio/vision dim
+    segment_share: tuple[float, ...]  # [low, high]: width of the planted segment, share of the stream
 
     def __post_init__(self) -> None:
         if not self.out:
@@ -44,6 +46,12 @@ class SampleParams:
             raise ParamError("neutral_share must be in [0, 1]")
         if not 0.0 <= self.nonfinite_share <= 1.0:
             raise ParamError("nonfinite_share must be in [0, 1]")
+        from ssu_model.sample import check_signal_shape  # numpy only: cheap
+
+        try:
+            check_signal_shape(self.baseline_std, self.segment_share)
+        except ValueError as exc:
+            raise ParamError(str(exc)) from None
 
 
 def _parse_sizes(text: str) -> tuple[int, int, int]:
@@ -95,6 +103,7 @@ def main(
     data = lib.generate(
         seed, split_sizes, scale=scale, aligned=aligned,
         neutral_share=cfg.neutral_share, nonfinite_share=cfg.nonfinite_share,
+        baseline_std=cfg.baseline_std, segment_share=cfg.segment_share,
     )
     generated = time.perf_counter()
     with atomic_file(target) as tmp:

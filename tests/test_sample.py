@@ -122,6 +122,10 @@ def test_seed_comes_from_base_seeds(tmp_path, params_file):
         ("sizes", [10, 0, 5], "sample.sizes must be three positive integers"),
         ("neutral_share", 1.5, "sample.neutral_share must be in [0, 1]"),
         ("bogus", 1, "unknown param sample.bogus"),
+        ("baseline_std", -0.1, "baseline_std must be a finite number >= 0"),
+        ("segment_share", [0.5, 0.2], "segment_share must be [low, high] with 0 < low <= high <= 1"),
+        ("segment_share", [0.5], "segment_share must be [low, high]"),
+        ("segment_share", [0.0, 0.5], "segment_share must be [low, high]"),
     ],
 )
 def test_bad_sample_params(tmp_path, params_file, key, value, message):
@@ -185,6 +189,22 @@ def test_planted_signal_is_localised_not_a_constant_offset():
     signed = (x - np.median(x, axis=1, keepdims=True)).sum(1)
     assert np.corrcoef(signed, y)[0, 1] > 0.5
     assert abs(np.corrcoef(x[:, :5].mean(1), y)[0, 1]) < np.corrcoef(signed, y)[0, 1]
+
+
+def test_signal_shape_decides_what_a_mean_readout_sees():
+    """The default shape (small baseline, wide segment) puts affect into the mean over time, which
+    SSU's mean readouts can use; the harder first design hid it there (only the segment shows it)."""
+
+    def corr_of_time_mean(**kw):
+        d = synth.generate(0, (300, 2, 2), neutral_share=1.0, **kw)["train"]
+        x = np.nan_to_num(d["audio"][:, :, 0])
+        return float(np.corrcoef(x.mean(1), d["regression_labels"])[0, 1])
+
+    easy = corr_of_time_mean()
+    hard = corr_of_time_mean(baseline_std=0.6, segment_share=(0.15, 0.35))
+    assert easy > 0.75 and hard < 0.6, (easy, hard)
+    with pytest.raises(ValueError, match="segment_share"):
+        synth.generate(0, (3, 2, 2), segment_share=(0.2, 1.5))
 
 
 def test_text_plus_streams_beats_text_only():

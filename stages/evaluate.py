@@ -140,10 +140,11 @@ def main(
     from ssu_model.errors import DataError
     from ssu_model.metrics import confusion7, metrics_report, regression_metrics, seven_class
     from ssu_model.training import load_checkpoint, model_from_checkpoint, predict, seed_everything
-    from stages.common import resolve_device
+    from stages.common import deterministic_torch, resolve_device
     from stages.text_features import encoder_path
     from stages.train import load_inputs
 
+    deterministic_torch()
     device = resolve_device(base.device)
     ckpts = seed_checkpoints(models)
     wanted = set(base.seeds)

@@ -298,10 +298,11 @@ def main(
 
     import torch
 
-    from stages.common import resolve_device
+    from stages.common import deterministic_torch, resolve_device
     from ssu_model.model import SSU
     from ssu_model.training import fit, make_checkpoint, save_checkpoint, seed_everything
 
+    deterministic_torch()
     device = resolve_device(base.device)
     if tp.threads:
         torch.set_num_threads(tp.threads)

@@ -54,12 +54,9 @@ class TrainConfig:
             raise ValueError(f"encoder_lr must be >= 0, got {self.encoder_lr}")
         if self.weight_decay < 0:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
-        if self.batch_size < 1 or self.eval_batch_size < 1:
-            raise ValueError("batch sizes must be >= 1")
-        if self.epochs < 1:
-            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
-        if self.patience < 1:
-            raise ValueError(f"patience must be >= 1, got {self.patience}")
+        for name in ("batch_size", "eval_batch_size", "epochs", "patience"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.select_metric not in SELECT_CHOICES:
             raise ValueError(f"select_metric must be one of {', '.join(SELECT_CHOICES)}, got {self.select_metric!r}")
         if self.grad_clip < 0:

@@ -48,24 +48,10 @@ class TrainParams:
     threads: int  # torch CPU threads; 0 = torch's default
 
     def __post_init__(self) -> None:
-        from ssu_model.metrics import METRIC_NAMES
-
-        SELECT_CHOICES = ("loss",) + METRIC_NAMES
-        for name in ("lr",):
-            v = getattr(self, name)
-            if not (v > 0 and math.isfinite(v)):
-                raise ParamError(f"{name} must be > 0, got {v}")
-        if not (self.encoder_lr >= 0 and math.isfinite(self.encoder_lr)):
-            raise ParamError(f"encoder_lr must be >= 0, got {self.encoder_lr}")
-        if self.weight_decay < 0:
-            raise ParamError(f"weight_decay must be >= 0, got {self.weight_decay}")
-        for name in ("batch_size", "eval_batch_size", "epochs", "patience"):
-            if getattr(self, name) < 1:
-                raise ParamError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.select_metric not in SELECT_CHOICES:
-            raise ParamError(f"select_metric must be one of {', '.join(SELECT_CHOICES)}, got {self.select_metric!r}")
-        if self.grad_clip < 0:
-            raise ParamError(f"grad_clip must be >= 0, got {self.grad_clip}")
+        try:  # the optimisation fields are checked by the library's TrainConfig
+            self.library_config()
+        except ValueError as exc:
+            raise ParamError(str(exc)) from None
         bad = [m for m in self.modalities if m not in MODALITIES]
         if bad:
             raise ParamError(f"modalities: unknown modality {bad[0]!r} (text, audio, vision)")

@@ -22,6 +22,7 @@ import typer
 from stages.common import atomic_dir, atomic_file, log, stage_command
 from stages.errors import ParamError
 from stages.params import BaseParams, load_params, load_section
+from stages.train import FEATURES_OPTION, PARSE_OPTION, TEXT_FEATURES_OPTION, input_dirs
 
 SECTIONS: tuple[str, ...] = ("base", "evaluate")
 CURVE_KEYS = ("train/total", "train/reg", "train/sup", "train/self", "train/align",
@@ -110,9 +111,9 @@ def main(
     variant: str = typer.Option(..., "--variant", help="variant name (models/<variant>)"),
     params: Path = typer.Option(Path("params.yaml"), "--params", help="params file"),
     models: Optional[Path] = typer.Option(None, "--models", help="model dir (default models/<variant>)"),
-    features: Optional[Path] = typer.Option(None, "--features", help="features dir (default data/features)"),
-    parse_dir: Optional[Path] = typer.Option(None, "--parse", help="parse dir (default data/parse)"),
-    text_features: Optional[Path] = typer.Option(None, "--text-features", help="cached word states (default data/text_features)"),
+    features: Optional[Path] = FEATURES_OPTION,
+    parse_dir: Optional[Path] = PARSE_OPTION,
+    text_features: Optional[Path] = TEXT_FEATURES_OPTION,
     llm_states: Optional[Path] = typer.Option(None, "--llm-states", help="LLM states dir (default: the one train used)"),
     out: Optional[Path] = typer.Option(None, "--out", help="metrics JSON (default metrics/<variant>.json)"),
     predictions: Optional[Path] = typer.Option(None, "--predictions", help="Parquet (default reports/predictions/<variant>.parquet)"),
@@ -123,9 +124,7 @@ def main(
     base = load_section(raw, "base", BaseParams)
     cfg = load_section(raw, "evaluate", EvaluateParams)
     models = models or Path("models") / variant
-    features = features or Path("data/features")
-    parse_dir = parse_dir or Path("data/parse")
-    text_features = text_features or Path("data/text_features")
+    features, parse_dir, text_features = input_dirs(features, parse_dir, text_features)
     out = out or Path("metrics") / f"{variant}.json"
     predictions = predictions or Path("reports/predictions") / f"{variant}.parquet"
     plots = plots or Path("plots") / variant
@@ -135,7 +134,6 @@ def main(
     import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
-    import torch
 
     from ssu_model.errors import DataError
     from ssu_model.metrics import confusion7, metrics_report, regression_metrics, seven_class
@@ -187,8 +185,7 @@ def main(
             encoder.load_state_dict(ckpt["encoder_state"])
             enc = encoder.to(device)
         seed_everything(seed)  # the augmented view (unused for predictions) draws random numbers
-        with torch.no_grad():
-            p, _losses = predict(model, test, cfg.batch_size, device, enc)
+        p, _losses = predict(model, test, cfg.batch_size, device, enc)  # predict runs under no_grad
         per_seed[seed] = regression_metrics(p, y)
         preds_by_seed[seed] = p
         m = per_seed[seed]

@@ -236,6 +236,18 @@ def load_inputs(split_names, features_dir: Path, parse_dir: Path, text_dir: Path
     return examples, labels, dims
 
 
+# Input folders read by `train` and `evaluate`; dvc.yaml always passes them explicitly.
+FEATURES_OPTION = typer.Option(None, "--features", help="features dir (default data/features)")
+PARSE_OPTION = typer.Option(None, "--parse", help="parse dir (default data/parse)")
+TEXT_FEATURES_OPTION = typer.Option(None, "--text-features", help="cached word states (default data/text_features)")
+
+
+def input_dirs(features: Path | None, parse_dir: Path | None, text_features: Path | None):
+    """(features, parse, text_features) folders, each defaulting to the path dvc.yaml uses."""
+    return (features or Path("data/features"), parse_dir or Path("data/parse"),
+            text_features or Path("data/text_features"))
+
+
 def build_model_config(overrides: dict[str, Any], dims: dict[str, Any], n_labels: int, llm: bool):
     from ssu_model.model import SSUConfig
 
@@ -259,9 +271,9 @@ def build_model_config(overrides: dict[str, Any], dims: dict[str, Any], n_labels
 def main(
     variant: str = typer.Option(..., "--variant", help="variant name from params `variants` (or llm_<name> with --llm-states)"),
     params: Path = typer.Option(Path("params.yaml"), "--params", help="params file"),
-    features: Optional[Path] = typer.Option(None, "--features", help="features dir (default data/features)"),
-    parse_dir: Optional[Path] = typer.Option(None, "--parse", help="parse dir (default data/parse)"),
-    text_features: Optional[Path] = typer.Option(None, "--text-features", help="cached word states (default data/text_features)"),
+    features: Optional[Path] = FEATURES_OPTION,
+    parse_dir: Optional[Path] = PARSE_OPTION,
+    text_features: Optional[Path] = TEXT_FEATURES_OPTION,
     llm_states: Optional[Path] = typer.Option(None, "--llm-states", help="LLM states dir: graph_source=llm"),
     out: Optional[Path] = typer.Option(None, "--out", help="model dir (default models/<variant>)"),
     live: Optional[Path] = typer.Option(None, "--live", help="dvclive dir (default dvclive/<variant>)"),
@@ -273,9 +285,7 @@ def main(
 
     tf = load_section(raw, "text_features", TextFeaturesParams)
     overrides, tp = resolve_variant(raw, variant, allow_unlisted=llm_states is not None)
-    features = features or Path("data/features")
-    parse_dir = parse_dir or Path("data/parse")
-    text_features = text_features or Path("data/text_features")
+    features, parse_dir, text_features = input_dirs(features, parse_dir, text_features)
     out = out or Path("models") / variant
     live = live or Path("dvclive") / variant
 

@@ -1,5 +1,7 @@
 """SSU model library: one test per equation plus shapes, gradients, determinism and edge cases.
-Tiny configs only (hidden 16), so the file runs in seconds on a shared 2-core CPU."""
+Tiny configs only (hidden 16), so the file runs in seconds on a shared 2-core CPU. The equation
+tests read what the model itself computed (``return_graphs=True`` introspection, the built graphs)
+or call the functions the model calls; tests/test_graphs.py checks the built edges."""
 
 from __future__ import annotations
 
@@ -13,19 +15,11 @@ import torch.nn.functional as F
 
 from ssu_model.batching import SSUBatch, UtteranceRecord, collate
 from ssu_model.errors import DataError
-from ssu_model.model import (
-    SSU,
-    SSUConfig,
-    adaptive_threshold,
-    align_loss,
-    augment_edges,
-    discretise_labels,
-    info_nce,
-    pair_mask,
-    regression_loss,
-    symmetric_adjacency,
-    temporal_pool,
-)
+from ssu_model.adjacency import symmetric_adjacency, threshold_keep, threshold_stats
+from ssu_model.augment import augment_edges
+from ssu_model.layers import temporal_pool
+from ssu_model.losses import align_loss, discretise_labels, info_nce, regression_loss
+from ssu_model.model import SSU, SSUConfig
 
 TD = 12  # text_dim of the tiny config
 
@@ -83,10 +77,10 @@ def test_shapes(lengths):
     assert set(out.losses) == {"reg", "sup", "self", "align", "total"}
     assert all(v.ndim == 0 and torch.isfinite(v) for v in out.losses.values())
     for m in ("audio", "vision"):
-        n = out.graphs["adjacency"][m].shape[1]
+        n = out.introspection.adjacency[m].shape[1]
         assert n == min(getattr(b, m).shape[1], 8)  # pooled to max_nodes
-        assert out.graphs["cross_attention"][m].shape == (B, n, b.text.shape[1])
-    assert out.z["ori"].shape == out.z["fuse"].shape == (B, 16)
+        assert out.introspection.cross_attention[m].shape == (B, n, b.text.shape[1])
+    assert out.z_ori.shape == out.z_fuse.shape == (B, 16)
 
 
 def test_temporal_pool_averages_real_steps_only():
@@ -123,70 +117,115 @@ def test_collate_pads_and_rejects_bad_records():
 def test_eq1_2_text_informed_residual():
     model = SSU(tiny()).eval()
     b = batch()
-    nodes = model.encode_nodes(b, introspect=True)
-    xm = model.proj["audio"](b.audio)
-    kv = model.text_kv(nodes["feats"]["text"])
-    h, w = model.enhance["audio"](xm, kv, b.text_mask)
-    assert torch.allclose(nodes["feats"]["audio"], h)
+    nodes = model.graph_builder.encode_nodes(b, introspect=True)
+    xm = model.graph_builder.proj["audio"](b.audio)
+    kv = model.graph_builder.text_kv(nodes.feats["text"])
+    h, w = model.graph_builder.enhance["audio"](xm, kv, b.text_mask)
+    assert torch.allclose(nodes.feats["audio"], h)
     assert torch.allclose(w.sum(-1), torch.ones_like(w.sum(-1)))  # rows: distribution over words
     assert (w * (~b.text_mask)[:, None, :]).abs().max() == 0  # no attention to padded words
     # residual: with the output projection zeroed, H^m == X^m exactly
     with torch.no_grad():
-        model.enhance["audio"].out.weight.zero_()
-        model.enhance["audio"].out.bias.zero_()
-    h0, _ = model.enhance["audio"](xm, kv, b.text_mask)
+        model.graph_builder.enhance["audio"].out.weight.zero_()
+        model.graph_builder.enhance["audio"].out.bias.zero_()
+    h0, _ = model.graph_builder.enhance["audio"](xm, kv, b.text_mask)
     assert torch.equal(h0, xm)
 
 
 # ------------------------------------------------------------------ Eq. 3-5
-def test_eq3_position_bias_enters_score():
+def test_eq3_text_attention_is_softmax_over_real_words():
+    """P of Eq. 3 as the model computed it: softmax over the words (each row sums to 1), zero on
+    padded words, equal to softmax((X^m W_Q)(X^t W_K)^T / sqrt(d')) recomputed from the weights."""
+    model = SSU(tiny()).eval()
+    b = batch(lengths=((5, 6, 6), (3, 4, 4), (7, 6, 6), (1, 2, 2)))
+    gb = model.graph_builder
+    with torch.no_grad():
+        info = model(b, return_graphs=True).introspection
+        xt = gb.proj["text"](b.text) * b.text_mask[..., None]
+    for m in ("audio", "vision"):
+        p = info.text_attention[m]
+        T = p.shape[1]
+        real = torch.arange(T)[None, :] < info.lengths[m][:, None]
+        sums = p.sum(-1)
+        assert torch.allclose(sums[real], torch.ones(int(real.sum())), atol=1e-5)  # over words, per node
+        assert (p * (~b.text_mask)[:, None, :]).abs().max() == 0  # padded words get nothing
+        sc = gb.scorer[m]
+        with torch.no_grad():
+            xm = gb.proj[m](getattr(b, m))
+            s = sc.wq(xm) @ sc.wk(xt).transpose(1, 2) / math.sqrt(8)
+            ref = torch.softmax(s.masked_fill(~b.text_mask[:, None, :], -1e30), dim=-1)
+        assert torch.allclose(p[real], ref[real], atol=1e-5)
+
+
+def test_eq3_position_bias_enters_the_models_score():
     model = SSU(tiny()).eval()
     b = batch()
-    sc = model.scorer["audio"]
-    xm, xt = model.proj["audio"](b.audio), model.proj["text"](b.text)
-    s0, p = sc(xm, xt, b.text_mask)
     with torch.no_grad():
-        sc.pos_bias[1] = 2.5
-    s1, _ = sc(xm, xt, b.text_mask)
+        s0 = model(b, return_graphs=True).introspection.score["audio"]
+        model.graph_builder.scorer["audio"].pos_bias[1] = 2.5
+        s1 = model(b, return_graphs=True).introspection.score["audio"]
     diff = (s1 - s0)[0]
     T = diff.shape[0]
     expected = torch.zeros(T, T)
     for i in range(T - 1):
         expected[i, i + 1] = expected[i + 1, i] = 2.5
     assert torch.allclose(diff, expected, atol=1e-5)
-    assert torch.allclose(p.sum(-1), torch.ones(p.shape[:2]), atol=1e-5)
 
 
-def test_eq4_symmetric_and_padding_zero():
+@pytest.mark.parametrize("grad", [False, True], ids=["no_grad", "grad"])
+def test_eq4_models_adjacency_is_symmetric_softmax(grad):
+    """A of Eq. 4 as the model built it (before the threshold and its per-row cap, which make the
+    kept graph asymmetric): symmetric, zero on padding, (softmax(S) + softmax(S)^T) / 2 of the
+    model's own score S over real nodes."""
+    model = SSU(tiny()).eval()
+    b = batch(lengths=UNALIGNED)
+    with torch.set_grad_enabled(grad):
+        info = model(b, return_graphs=True).introspection
+    for m in ("audio", "vision"):
+        A, S, n = info.symmetric[m], info.score[m], info.lengths[m]
+        assert torch.equal(A, A.transpose(1, 2))
+        for s in range(b.size):
+            k = int(n[s])
+            assert A[s, k:].abs().sum() == 0 and A[s, :, k:].abs().sum() == 0
+            p = torch.softmax(S[s, :k, :k].detach(), dim=-1)
+            assert torch.allclose(A[s, :k, :k].detach(), 0.5 * (p + p.T), atol=1e-6)
+        kept = info.adjacency[m]
+        assert (kept <= A.detach() + 1e-7).all()  # the kept graph is a subset of A
+
+
+def test_eq4_function_on_padded_stack():
     score = torch.randn(3, 6, 6)
     mask = torch.tensor([[1] * 6, [1] * 4 + [0] * 2, [1] + [0] * 5], dtype=torch.bool)
-    a = symmetric_adjacency(score, pair_mask(mask))
+    a, pair = symmetric_adjacency(score.clone(), mask)
     assert torch.allclose(a, a.transpose(1, 2))
     assert a[1, 4:].abs().max() == 0 and a[1, :, 4:].abs().max() == 0
+    assert torch.equal(pair.bool(), mask[:, :, None] & mask[:, None, :])
     # each row of softmax sums to 1, so A's real entries sum to the number of real nodes
     assert a.sum((1, 2)).tolist() == pytest.approx([6.0, 4.0, 1.0], abs=1e-5)
     p = torch.softmax(score[0], -1)
     assert torch.allclose(a[0], 0.5 * (p + p.T))
 
 
+def _threshold(adj, mask, lam, cap):
+    pair = (mask[:, :, None] & mask[:, None, :]).float()
+    _, _, tau = threshold_stats(adj, pair, mask, torch.tensor(lam))
+    return threshold_keep(adj, tau, mask, cap), tau
+
+
 def test_eq5_threshold_padding_and_cap():
     torch.manual_seed(1)
-    adj = symmetric_adjacency(torch.randn(2, 8, 8) * 3, pair_mask(torch.ones(2, 8, dtype=torch.bool)))
     mask = torch.tensor([[1] * 8, [1] * 5 + [0] * 3], dtype=torch.bool)
-    pair = pair_mask(mask)
-    adj = adj * pair
-    lam = torch.tensor(0.5)
-    keep, w, tau = adaptive_threshold(adj, pair, lam, 0.1, cap=0)
+    adj, pair = symmetric_adjacency(torch.randn(2, 8, 8) * 3, mask)
+    keep, tau = _threshold(adj, mask, 0.5, cap=0)
     for b in range(2):
-        vals = adj[b][pair[b]]
+        vals = adj[b][pair[b].bool()]
         mu, sd = vals.mean(), vals.std(unbiased=False)
         assert tau[b] == pytest.approx(float(mu + 0.5 * sd), abs=1e-6)
         off = ~torch.eye(8, dtype=torch.bool)
-        expect = (adj[b] >= tau[b]) & pair[b] & off
+        expect = (adj[b] >= tau[b]) & pair[b].bool() & off
         assert torch.equal(keep[b] & off, expect)  # exactly the entries >= tau (+ self-loops)
     assert not keep[1, 5:].any() and not keep[1, :, 5:].any()  # nothing touches padding
-    assert torch.equal(w, adj)  # no autograd -> weights are A (masked later by keep)
-    keep_c, _, _ = adaptive_threshold(adj, pair, torch.tensor(-2.0), 0.1, cap=3)
+    keep_c, _ = _threshold(adj, mask, -2.0, cap=3)
     assert ((keep_c & ~torch.eye(8, dtype=torch.bool)).sum(-1) <= 3).all()
 
 
@@ -197,9 +236,9 @@ def test_masked_edges_in_model_obey_threshold_and_padding():
         out = model(b, return_graphs=True)
         g = model.build_graphs(b)
     for m in ("audio", "vision"):
-        a = out.graphs["adjacency"][m]
-        tau = out.graphs["threshold"][m]
-        n = out.graphs["lengths"][m]
+        a = out.introspection.adjacency[m]
+        tau = out.introspection.threshold[m]
+        n = out.introspection.lengths[m]
         T = a.shape[1]
         off = ~torch.eye(T, dtype=torch.bool)
         for s in range(b.size):
@@ -216,8 +255,8 @@ def test_lambda_gets_gradient():
     model = SSU(tiny(reg_loss="mse"))
     out = model(batch())
     out.losses["total"].backward()
-    assert model.threshold_lambda.grad is not None
-    assert model.threshold_lambda.grad.abs() > 0
+    assert model.graph_builder.threshold_lambda.grad is not None
+    assert model.graph_builder.threshold_lambda.grad.abs() > 0
 
 
 # ------------------------------------------------------------------ Eq. 6-7 and fusion graph
@@ -228,14 +267,14 @@ def test_anchor_is_mean_of_real_words_and_beta_sums_to_one():
     with torch.no_grad():
         out = model(b, return_graphs=True)
         out2 = model(b2, return_graphs=True)
-        xt = model.proj["text"](b.text)
+        xt = model.graph_builder.proj["text"](b.text)
     for s in range(b.size):
         n = int(b.text_mask[s].sum())
-        assert torch.allclose(out.graphs["anchor"][s], xt[s, :n].mean(0), atol=1e-6)
-    assert torch.allclose(out.graphs["anchor"], out2.graphs["anchor"])  # padding ignored
+        assert torch.allclose(out.introspection.anchor[s], xt[s, :n].mean(0), atol=1e-6)
+    assert torch.allclose(out.introspection.anchor, out2.introspection.anchor)  # padding ignored
     assert torch.allclose(out.prediction, out2.prediction, atol=1e-6)
     for m in ("text", "audio", "vision"):
-        beta = out.graphs["beta"][m]
+        beta = out.introspection.beta[m]
         assert torch.allclose(beta.sum(1), torch.ones(b.size), atol=1e-5)
 
 
@@ -245,7 +284,7 @@ def test_empty_text_anchor_is_zero():
     model = SSU(tiny()).eval()
     with torch.no_grad():
         out = model(b, return_graphs=True)
-    assert out.graphs["anchor"][0].abs().max() == 0
+    assert out.introspection.anchor[0].abs().max() == 0
     assert torch.isfinite(out.prediction).all() and torch.isfinite(out.losses["total"])
 
 
@@ -254,35 +293,68 @@ def test_fusion_graph_cross_modal_edges_follow_topk_beta():
     b = batch()
     with torch.no_grad():
         g = model.build_graphs(b, introspect=True)
-    cross = g.fusion_edge_type == model.edge_types["cross"]
+    cross = g.fusion_edge_type == model.edge_types.cross
     src, dst = g.fusion_edge_index[:, cross]
     # 3 modality pairs x 2x2 selected nodes x 2 directions per sample (all lengths >= 2)
     assert int(cross.sum()) == b.size * 3 * 4 * 2
-    beta = g.introspection["beta"]
+    beta = g.introspection.beta
     for blk in g.blocks:
         ids = src[(src >= blk.offset) & (src < blk.offset + b.size * blk.T)] - blk.offset
         s, i = ids // blk.T, ids % blk.T
         top = beta[blk.name].masked_fill(~blk.mask, -1).topk(2, -1).indices
         assert all(int(i[k]) in top[int(s[k])].tolist() for k in range(ids.numel()))
     # every node-anchor edge present in both directions, weighted by beta
-    a_out = g.fusion_edge_type == model.edge_types["anchor_out"]
+    a_out = g.fusion_edge_type == model.edge_types.anchor_out
     n_real = sum(int(blk.mask.sum()) for blk in g.blocks)
     assert int(a_out.sum()) == n_real
 
 
-def test_anchor_off_changes_output_and_removes_anchor_edges():
+def test_anchor_off_removes_only_the_anchor():
+    """Table 3's ablation: no anchor node, no anchor edges, but the cross-modal fusion edges stay
+    (picked by the same beta); ``cross_modal_edges: false`` removes those on its own."""
     b = batch()
     on = SSU(tiny()).eval()
     off = SSU(tiny(use_anchor=False)).eval()
     missing, unexpected = off.load_state_dict(on.state_dict(), strict=False)
-    assert not missing and set(unexpected) == {"anchor_type", "anchor_proj.weight"}
+    assert not missing and set(unexpected) == {"graph_builder.anchor_type"}
     with torch.no_grad():
         p_on, p_off = on(b).prediction, off(b).prediction
         g = off.build_graphs(b)
     assert not torch.allclose(p_on, p_off)
-    anchor_types = {off.edge_types[k] for k in ("anchor_out", "anchor_in", "anchor_self", "cross")}
-    assert not any(int(t) in anchor_types for t in g.fusion_edge_type.unique())
-    assert g.x.shape[0] == sum(b.size * blk.T for blk in g.blocks)
+    et = off.edge_types
+    types = set(g.fusion_edge_type.unique().tolist()) | set(g.edge_type.unique().tolist())
+    assert not types & {et.anchor_out, et.anchor_in, et.anchor_self}
+    assert int((g.fusion_edge_type == et.cross).sum()) == b.size * 3 * 4 * 2  # fusion_k=2, 3 pairs
+    assert g.x.shape[0] == sum(b.size * blk.T for blk in g.blocks) and g.anchor_offset == -1
+
+    no_cross = SSU(tiny(cross_modal_edges=False)).eval()
+    no_cross.load_state_dict(on.state_dict())
+    with torch.no_grad():
+        g_nc, g_on = no_cross.build_graphs(b), on.build_graphs(b)
+        p_nc = no_cross(b).prediction
+    assert not (g_nc.fusion_edge_type == et.cross).any()
+    assert torch.equal(g_nc.edge_index, g_on.edge_index)  # modality graphs untouched
+    assert int((g_nc.fusion_edge_type == et.anchor_out).sum()) == int((g_on.fusion_edge_type == et.anchor_out).sum())
+    assert not torch.allclose(p_nc, p_on)
+
+    neither = SSU(tiny(use_anchor=False, cross_modal_edges=False))
+    assert not any(n.startswith("graph_builder.anchor") for n, _ in neither.named_parameters())
+
+
+def test_checkpoint_from_before_the_graph_builder_loads():
+    """State dicts saved when graph construction lived on SSU itself (keys without the
+    ``graph_builder.`` prefix) load into the same model."""
+    model = SSU(tiny()).eval()
+    old = {k.removeprefix("graph_builder."): v for k, v in model.state_dict().items()}
+    assert "threshold_lambda" in old and "proj.text.0.weight" in old
+    loaded = SSU(tiny()).eval()
+    loaded.load_state_dict(old)
+    b = batch()
+    with torch.no_grad():
+        assert torch.equal(model(b).prediction, loaded(b).prediction)
+    cfg = tiny(use_anchor=False).to_dict()
+    del cfg["cross_modal_edges"]  # a config saved then: no anchor meant no cross-modal edges either
+    assert SSUConfig.from_dict(cfg).cross_modal_edges is False
 
 
 def test_edge_features_change_output():
@@ -370,9 +442,9 @@ def test_total_loss_is_weighted_sum_and_terms_recompute():
     assert float(L["reg"]) == pytest.approx(float(((out.prediction - b.labels) ** 2).mean()), abs=1e-6)
     assert float(L["sup"]) == pytest.approx(
         float(F.cross_entropy(out.logits, discretise_labels(b.labels, "sign3"))), abs=1e-6)
-    assert float(L["self"]) == pytest.approx(float(info_nce(out.z["ori"], out.z["aug"], 0.2)), abs=1e-6)
+    assert float(L["self"]) == pytest.approx(float(info_nce(out.z_ori, out.z_aug, 0.2)), abs=1e-6)
     assert float(L["align"]) == pytest.approx(
-        float(((out.z["fuse"] - out.z["ori"]) ** 2).sum(-1).mean()), abs=1e-5)
+        float(((out.z_fuse - out.z_ori) ** 2).sum(-1).mean()), abs=1e-5)
     # a zero weight switches the term off but it is still reported
     off = SSU(dataclasses.replace(cfg, lambda_self=0.0)).eval()
     off.load_state_dict(model.state_dict())
@@ -399,14 +471,14 @@ def test_text_only_batch_and_config():
         model = SSU(cfg)
         out = model(b, return_graphs=True)
         assert out.prediction.shape == (3,) and torch.isfinite(out.losses["total"])
-        assert set(out.graphs["beta"]) == {"text"}
+        assert set(out.introspection.beta) == {"text"}
         out.losses["total"].backward()
     # a mixed batch: one sample without audio gets no audio graph (text + vision + anchor)
     mixed = collate([record(rng, 3, None, 4), record(rng, 3, 5, 5)])
     with torch.no_grad():
         out = SSU(tiny()).eval()(mixed, return_graphs=True)
-    assert out.graphs["lengths"]["audio"].tolist() == [0, 5]
-    assert out.graphs["adjacency"]["audio"][0].abs().sum() == 0
+    assert out.introspection.lengths["audio"].tolist() == [0, 5]
+    assert out.introspection.adjacency["audio"][0].abs().sum() == 0
 
 
 def test_llm_graph_source():
@@ -416,11 +488,11 @@ def test_llm_graph_source():
     cfg = tiny(graph_source="llm", llm_dim=6, reg_loss="mse")
     model = SSU(cfg)
     out = model(b, return_graphs=True)
-    assert set(out.graphs["adjacency"]) == {"text", "audio", "vision"}
-    a = out.graphs["adjacency"]["text"]
+    assert set(out.introspection.adjacency) == {"text", "audio", "vision"}
+    a = out.introspection.adjacency["text"]
     assert a.shape == (3, 5, 5)
     out.losses["total"].backward()
-    assert model.llm_scorer["text"].wq.weight.grad.abs().sum() > 0
+    assert model.graph_builder.llm_scorer["text"].wq.weight.grad.abs().sum() > 0
     wrong = dataclasses.replace(b, llm_audio_lengths=b.llm_audio_lengths + 1)
     with pytest.raises(DataError, match="llm audio states"):
         model(wrong)
@@ -449,7 +521,7 @@ def test_same_seed_same_output_in_training_mode():
         model = SSU(tiny()).train()
         out = model(b)
         out.losses["total"].backward()
-        return out, model.threshold_lambda.grad.clone()
+        return out, model.graph_builder.threshold_lambda.grad.clone()
 
     (o1, g1), (o2, g2) = run(), run()
     assert torch.equal(o1.prediction, o2.prediction)
@@ -475,10 +547,9 @@ def test_threshold_cap_matches_row_by_row_definition():
     plus the self-loop; including lambda < 0 (tau below some entries of padded rows)."""
     torch.manual_seed(3)
     mask = torch.tensor([[1] * 9, [1] * 6 + [0] * 3, [1] * 2 + [0] * 7], dtype=torch.bool)
-    pair = pair_mask(mask)
-    adj = symmetric_adjacency(torch.randn(3, 9, 9) * 2, pair)
+    adj, _ = symmetric_adjacency(torch.randn(3, 9, 9) * 2, mask)
     for lam, cap in ((-0.5, 3), (0.0, 2), (1.0, 1), (-3.0, 4)):
-        keep, _, tau = adaptive_threshold(adj, pair, torch.tensor(lam), 0.1, cap)
+        keep, tau = _threshold(adj, mask, lam, cap)
         for b in range(3):
             n = int(mask[b].sum())
             for i in range(9):
@@ -511,9 +582,9 @@ def test_fast_path_equals_module_path(lengths, grad):
     real = torch.cat([real, torch.ones(fast.x.shape[0] - real.numel(), dtype=torch.bool)])
     assert torch.allclose(fast.x[real], slow.x[real], atol=1e-5)
     # the module path really is the per-module computation
-    xm = model.proj["audio"](b.audio if lengths is None else temporal_pool(b.audio, b.audio_lengths, 8)[0])
-    kv = model.text_kv(model.proj["text"](b.text))
-    h, _ = model.enhance["audio"](xm, kv, b.text_mask)
+    xm = model.graph_builder.proj["audio"](b.audio if lengths is None else temporal_pool(b.audio, b.audio_lengths, 8)[0])
+    kv = model.graph_builder.text_kv(model.graph_builder.proj["text"](b.text))
+    h, _ = model.graph_builder.enhance["audio"](xm, kv, b.text_mask)
     blk = fast.blocks[1]
     mask = blk.mask.reshape(-1)
     got = fast.x[blk.offset: blk.offset + b.size * blk.T][mask]

@@ -1,0 +1,140 @@
+"""The edges ``GraphBuilder`` really builds, read back from the PyG tensors the GATs consume:
+text graph = parse arcs, modality edges = the Eq. 5 mask, anchor edges with Eq. 7's beta in every
+graph, cross-modal fusion edges. Each test runs the batched no-grad path and the autograd path."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ssu_model.model import SSU
+from test_model import UNALIGNED, batch, tiny
+
+R = 16  # num_relations of the tiny config
+
+
+@pytest.fixture(params=[False, True], ids=["no_grad", "grad"])
+def built(request):
+    torch.manual_seed(0)
+    model = SSU(tiny()).eval()
+    b = batch(lengths=UNALIGNED)
+    with torch.set_grad_enabled(request.param):
+        g = model.build_graphs(b, introspect=True)
+        g_plain = model.build_graphs(b)  # the path training and evaluation take
+    return model, b, g, g_plain
+
+
+def edge_dict(index, types, weights, mask):
+    """{(src, dst): (type, weight)} of the selected edges; duplicates are an error."""
+    out = {}
+    for s, d, t, w in zip(index[0][mask].tolist(), index[1][mask].tolist(), types[mask].tolist(),
+                          weights[mask].tolist()):
+        assert (s, d) not in out, f"duplicate edge {(s, d)}"
+        out[(s, d)] = (t, w)
+    return out
+
+
+def test_plain_and_introspected_graphs_agree(built):
+    _, _, g, plain = built
+    assert torch.equal(g.edge_index, plain.edge_index) and torch.equal(g.edge_type, plain.edge_type)
+    assert torch.equal(g.fusion_edge_index, plain.fusion_edge_index)
+    assert torch.allclose(g.edge_weight, plain.edge_weight, atol=1e-6)
+
+
+def test_text_edges_are_the_parse_arcs_both_ways_with_relation_types(built):
+    model, b, g, _ = built
+    et = model.edge_types
+    text = g.blocks[0]
+    assert text.name == "text" and text.offset == 0
+    for index, types, weights in ((g.edge_index, g.edge_type, g.edge_weight),
+                                  (g.fusion_edge_index, g.fusion_edge_type, g.fusion_edge_weight)):
+        sel = (types < 2 * R) | (types == et.text_self)
+        got = edge_dict(index, types, weights, sel)
+        expect = {}
+        for s in range(b.size):
+            n = int(b.text_mask[s].sum())
+            for i in range(n):
+                node = s * text.T + i
+                expect[(node, node)] = (et.text_self, 1.0)
+                h = int(b.heads[s, i])
+                if h != i:
+                    r = int(b.deps[s, i])
+                    expect[(s * text.T + h, node)] = (2 * r, 1.0)  # head -> dependent
+                    expect[(node, s * text.T + h)] = (2 * r + 1, 1.0)  # dependent -> head
+        assert got == expect
+
+
+def test_modality_edges_are_the_eq5_mask_with_adjacency_weights(built):
+    model, b, g, _ = built
+    info = g.introspection
+    for blk in g.blocks[1:]:
+        sel = g.edge_type == model.edge_types.scored(blk.name)
+        got = edge_dict(g.edge_index, g.edge_type, g.edge_weight.detach(), sel)
+        A = info.adjacency[blk.name]  # kept entries of A (Eq. 5 applied), 0 elsewhere
+        expect = {}
+        for s, i, j in (A != 0).nonzero().tolist():  # entry (i, j) is the edge j -> i
+            expect[(blk.node_ids(s, j), blk.node_ids(s, i))] = float(A[s, i, j])
+        assert got.keys() == expect.keys()
+        assert all(got[k][1] == pytest.approx(v, abs=1e-6) for k, v in expect.items())
+        for s in range(b.size):  # every real node keeps its self-loop
+            for i in range(int(blk.mask[s].sum())):
+                assert (blk.node_ids(s, i), blk.node_ids(s, i)) in got
+
+
+def _anchor_edges_ok(index, types, weights, model, g, anchor_of, beta):
+    et = model.edge_types
+    out_e = edge_dict(index, types, weights.detach(), types == et.anchor_out)
+    in_e = edge_dict(index, types, weights.detach(), types == et.anchor_in)
+    n_real = 0
+    for k, blk in enumerate(g.blocks):
+        for s in range(g.batch_size):
+            a = anchor_of(k, s)
+            for i in range(int(blk.mask[s].sum())):
+                node = blk.node_ids(s, i)
+                w = float(beta[blk.name][s, i])
+                assert out_e[(a, node)][1] == pytest.approx(w, abs=1e-6)  # anchor -> node, beta
+                assert in_e[(node, a)][1] == pytest.approx(w, abs=1e-6)  # node -> anchor, beta
+                n_real += 1
+    assert len(out_e) == len(in_e) == n_real  # nothing else
+
+
+def test_anchor_edges_carry_beta_both_ways_in_every_modality_graph(built):
+    model, _, g, _ = built
+    B = g.batch_size
+    beta = g.introspection.beta
+    for blk in g.blocks:  # Eq. 7: a distribution over each graph's real nodes
+        assert torch.allclose(beta[blk.name].sum(1)[blk.mask.any(1)], torch.ones(int(blk.mask.any(1).sum())))
+    _anchor_edges_ok(g.edge_index, g.edge_type, g.edge_weight, model, g,
+                     lambda k, s: g.anchor_offset + k * B + s, beta)
+    selfs = g.edge_index[:, g.edge_type == model.edge_types.anchor_self]
+    assert sorted(selfs[0].tolist()) == list(range(g.anchor_offset, g.anchor_offset + len(g.blocks) * B))
+
+
+def test_fusion_graph_has_one_anchor_per_sample_with_beta_edges(built):
+    model, _, g, _ = built
+    _anchor_edges_ok(g.fusion_edge_index, g.fusion_edge_type, g.fusion_edge_weight, model, g,
+                     lambda k, s: g.fusion_anchor_offset + s, g.introspection.beta)
+    assert g.fusion_x.shape[0] == g.fusion_anchor_offset + g.batch_size
+
+
+def test_cross_modal_fusion_edges_join_topk_beta_nodes_both_ways(built):
+    model, b, g, _ = built
+    beta = g.introspection.beta
+    cross = edge_dict(g.fusion_edge_index, g.fusion_edge_type, g.fusion_edge_weight.detach(),
+                      g.fusion_edge_type == model.edge_types.cross)
+    expect = {}
+    for a in range(len(g.blocks)):
+        for v in range(a + 1, len(g.blocks)):
+            ba, bv = g.blocks[a], g.blocks[v]
+            for s in range(b.size):
+                top_a = beta[ba.name][s].masked_fill(~ba.mask[s], -1).topk(min(2, ba.T)).indices.tolist()
+                top_v = beta[bv.name][s].masked_fill(~bv.mask[s], -1).topk(min(2, bv.T)).indices.tolist()
+                for i in top_a:
+                    for j in top_v:
+                        if ba.mask[s, i] and bv.mask[s, j]:
+                            w = float((beta[ba.name][s, i] * beta[bv.name][s, j]).sqrt())
+                            expect[(ba.node_ids(s, i), bv.node_ids(s, j))] = w
+                            expect[(bv.node_ids(s, j), ba.node_ids(s, i))] = w
+    assert cross.keys() == expect.keys() and len(expect) > 0
+    assert all(cross[k][1] == pytest.approx(w, abs=1e-6) for k, w in expect.items())
+    assert not (g.edge_type == model.edge_types.cross).any()  # fusion graph only

@@ -54,7 +54,8 @@ def main() -> None:
     from ssu_model.metrics import regression_metrics
     from ssu_model.model import SSU
     from ssu_model.training import fit, predict, seed_everything
-    from stages.train import build_model_config, load_inputs, resolve_variant
+    from stages.modelling import build_model_config, load_inputs
+    from stages.train import resolve_variant
 
     raw = yaml.safe_load(Path(args.params).read_text())
     raw["model"].update(json.loads(args.model))

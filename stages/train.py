@@ -21,12 +21,12 @@ import typer
 
 from stages.common import atomic_dir, log, stage_command
 from stages.errors import ParamError
-from stages.params import BaseParams, _coerce, build, load_params, load_section
+from stages.inputs import FEATURES_OPTION, PARSE_OPTION, TEXT_FEATURES_OPTION, input_dirs
+from stages.modelling import build_model_config, load_inputs, model_overrides
+from stages.params import BaseParams, build, load_params, load_section
 
 SECTIONS: tuple[str, ...] = ("base", "text_features", "model", "train", "variants")
 MODALITIES = ("text", "audio", "vision")
-# SSUConfig fields the stage derives from the data (never set in params.yaml).
-DERIVED_MODEL_FIELDS = ("text_dim", "audio_dim", "vision_dim", "graph_source", "llm_dim")
 VARIANT_KEYS = ("model", "train")
 
 
@@ -71,28 +71,6 @@ class TrainParams:
             patience=self.patience, select_metric=self.select_metric, grad_clip=self.grad_clip,
             finetune_text=self.finetune_text,
         )
-
-
-def model_overrides(raw: Any, where: str) -> dict[str, Any]:
-    """Validate a `model` mapping against SSUConfig's fields (derived fields are not settable)."""
-    import typing
-
-    from ssu_model.model import SSUConfig
-
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise ParamError(f"{where} must be a mapping")
-    fields = {f.name for f in dataclasses.fields(SSUConfig)}
-    hints = typing.get_type_hints(SSUConfig)
-    out = {}
-    for key, value in raw.items():
-        if key in DERIVED_MODEL_FIELDS:
-            raise ParamError(f"{where}.{key} is derived from the data and cannot be set")
-        if key not in fields:
-            raise ParamError(f"unknown param {where}.{key}")
-        out[key] = _coerce(f"{where}.{key}", value, hints[key])
-    return out
 
 
 def resolve_variant(params: dict[str, Any], variant: str, allow_unlisted: bool = False):
@@ -163,110 +141,6 @@ def env_record(device: str, threads: int) -> dict[str, Any]:
     }
 
 
-def dep_labels_of(table, path: Path) -> list[str]:
-    import json
-
-    from ssu_model.errors import DataError
-
-    raw = (table.schema.metadata or {}).get(b"ssu.dep_labels")
-    if raw is None:
-        raise DataError(f"{path}: parse metadata lacks ssu.dep_labels")
-    labels = json.loads(raw.decode())
-    if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
-        raise DataError(f"{path}: ssu.dep_labels must be a JSON list of strings")
-    return labels
-
-
-def load_inputs(split_names, features_dir: Path, parse_dir: Path, text_dir: Path | None,
-                llm_dir: Path | None, modalities, text_dim_hint: int | None = None, encoder=None):
-    """Examples per split + (dep_labels, text_dim, audio_dim, vision_dim, llm_dim)."""
-    import json
-
-    from ssu_model.data import split_path, FeatureSplit
-    from ssu_model.errors import DataError
-    from ssu_model.text_encoder import read_text_states
-    from ssu_model.training import build_examples, dep_vocabulary, parse_index
-    from stages.text_features import read_parse_table
-
-    feats = {s: FeatureSplit(split_path(features_dir, s)) for s in split_names}
-    tables = {s: read_parse_table(parse_dir / f"{s}.parquet") for s in split_names}
-    first = split_names[0]
-    labels = dep_labels_of(tables[first], parse_dir / f"{first}.parquet")
-    vocab = dep_vocabulary(labels)
-    use_audio = "audio" in modalities and feats[first].has_audio
-    use_vision = "vision" in modalities and feats[first].has_vision
-    if "audio" in modalities and not feats[first].has_audio:
-        log("train: the features have no audio: the model reads text" + (" + vision" if use_vision else ""))
-    if "vision" in modalities and not feats[first].has_vision:
-        log("train: the features have no vision")
-    texts: dict[str, Any] = {}
-    text_dim = text_dim_hint
-    if text_dir is not None:
-        for s in split_names:
-            states, meta = read_text_states(text_dir / f"{s}.arrow")
-            texts[s] = states
-            text_dim = int(meta["ssu.text_dim"])
-    elif encoder is None:
-        raise DataError("no text states and no text encoder")
-    llm = {}
-    llm_dim = 0
-    if llm_dir is not None:
-        from ssu_model.llm_graphs import LLMStates
-
-        meta_path = llm_dir / "meta.json"
-        if not meta_path.is_file():
-            raise DataError(f"LLM states meta not found: {meta_path}")
-        llm_dim = int(json.loads(meta_path.read_text())["dim"])
-        reader = LLMStates(llm_dir)
-        llm = {s: reader.get(s) for s in split_names}
-    examples = {
-        s: build_examples(
-            feats[s], parse_index(tables[s]), vocab,
-            text_states=texts.get(s), text_dim=int(text_dim), use_audio=use_audio, use_vision=use_vision,
-            llm_states=llm.get(s), encoder=encoder if text_dir is None else None, name=s,
-        )
-        for s in split_names
-    }
-    dims = {
-        "text_dim": int(text_dim),
-        "audio_dim": feats[first].shapes["audio"][1] if use_audio else None,
-        "vision_dim": feats[first].shapes["vision"][1] if use_vision else None,
-        "llm_dim": llm_dim,
-    }
-    return examples, labels, dims
-
-
-# Input folders read by `train` and `evaluate`; dvc.yaml always passes them explicitly.
-FEATURES_OPTION = typer.Option(None, "--features", help="features dir (default data/features)")
-PARSE_OPTION = typer.Option(None, "--parse", help="parse dir (default data/parse)")
-TEXT_FEATURES_OPTION = typer.Option(None, "--text-features", help="cached word states (default data/text_features)")
-
-
-def input_dirs(features: Path | None, parse_dir: Path | None, text_features: Path | None):
-    """(features, parse, text_features) folders, each defaulting to the path dvc.yaml uses."""
-    return (features or Path("data/features"), parse_dir or Path("data/parse"),
-            text_features or Path("data/text_features"))
-
-
-def build_model_config(overrides: dict[str, Any], dims: dict[str, Any], n_labels: int, llm: bool):
-    from ssu_model.model import SSUConfig
-
-    values = dict(overrides)
-    values.update(text_dim=dims["text_dim"], audio_dim=dims["audio_dim"], vision_dim=dims["vision_dim"])
-    values["graph_source"] = "llm" if llm else "ssu"
-    values["llm_dim"] = dims["llm_dim"] if llm else 0
-    try:
-        cfg = SSUConfig(**values)
-    except (ValueError, TypeError) as exc:
-        raise ParamError(f"model: {exc}") from None
-    if cfg.num_relations < n_labels + 1:
-        raise ParamError(
-            f"model.num_relations is {cfg.num_relations} but the parser has {n_labels} relation labels "
-            f"(need >= {n_labels + 1})"
-        )
-    return cfg
-
-
 @stage_command
 def main(
     variant: str = typer.Option(..., "--variant", help="variant name from params `variants` (or llm_<name> with --llm-states)"),
@@ -281,7 +155,7 @@ def main(
     """Train one SSU model per seed and keep each seed's best validation state."""
     raw = load_params(params)
     base = load_section(raw, "base", BaseParams)
-    from stages.text_features import TextFeaturesParams, encoder_path
+    from stages.params import TextFeaturesParams, encoder_path
 
     tf = load_section(raw, "text_features", TextFeaturesParams)
     overrides, tp = resolve_variant(raw, variant, allow_unlisted=llm_states is not None)
@@ -308,7 +182,7 @@ def main(
     max_length = None
     if tp.finetune_text:
         from ssu_model.text_encoder import TextEncoder
-        from stages.text_features import parse_max_length, read_parse_table
+        from stages.inputs import parse_max_length, read_parse_table
 
         max_length = parse_max_length(read_parse_table(parse_dir / "train.parquet"), parse_dir / "train.parquet")
         encoder = TextEncoder(encoder_path(tf.model_path), max_length=max_length)

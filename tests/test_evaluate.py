@@ -80,7 +80,7 @@ def test_evaluate_is_deterministic(trained):
 
 def test_evaluate_matches_model_predictions(trained):
     """Predictions equal a fresh forward pass of the loaded checkpoint."""
-    from stages.train import load_inputs
+    from stages.modelling import load_inputs
     from ssu_model.training import load_checkpoint, model_from_checkpoint, predict
 
     ws = trained

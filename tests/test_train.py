@@ -220,7 +220,8 @@ def test_word_count_mismatch_named(workspace):
 
 def test_fit_early_stopping_and_select_loss(workspace):
     from stages.params import load_params
-    from stages.train import build_model_config, load_inputs, resolve_variant
+    from stages.modelling import build_model_config, load_inputs
+    from stages.train import resolve_variant
     from ssu_model.model import SSU
     from ssu_model.training import TrainConfig, fit, seed_everything
 

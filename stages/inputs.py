@@ -1,0 +1,55 @@
+"""Shared helper module (like common.py and params.py: not a stage, it registers no command):
+the upstream folders that several stages read.
+
+- the ``--features`` / ``--parse`` / ``--text-features`` options of `train` and `evaluate`, and
+  their defaults (``input_dirs``);
+- reading a parse split (``read_parse_table``) and its sub-word budget (``parse_max_length``),
+  used by `text-features`, `train`, `llm-graphs` and ``modelling.load_inputs``.
+
+Stage modules never import one another (tests/test_dvc_deps.py); what two stages share lives in
+these helper modules. This one imports no model code, so a stage that only reads parse splits
+does not depend on the model library in dvc.yaml (code deps there follow imports, module by module).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+# Input folders read by `train` and `evaluate`; dvc.yaml always passes them explicitly.
+FEATURES_OPTION = typer.Option(None, "--features", help="features dir (default data/features)")
+PARSE_OPTION = typer.Option(None, "--parse", help="parse dir (default data/parse)")
+TEXT_FEATURES_OPTION = typer.Option(None, "--text-features", help="cached word states (default data/text_features)")
+
+
+def input_dirs(features: Path | None, parse_dir: Path | None, text_features: Path | None):
+    """(features, parse, text_features) folders, each defaulting to the path dvc.yaml uses."""
+    return (features or Path("data/features"), parse_dir or Path("data/parse"),
+            text_features or Path("data/text_features"))
+
+
+def read_parse_table(path: Path):
+    """A parse split as a pyarrow Table (via the parse library when present)."""
+    from ssu_model.errors import DataError
+
+    if not path.is_file():
+        raise DataError(f"parse file not found: {path} (run parse)")
+    try:
+        from ssu_model.syntax import read_parse
+    except ImportError:  # pragma: no cover - parse library not there yet
+        import pyarrow.parquet as pq
+
+        return pq.read_table(str(path))
+    return read_parse(path)
+
+
+def parse_max_length(table, path: Path) -> int:
+    from ssu_model.errors import DataError
+
+    meta = table.schema.metadata or {}
+    raw = meta.get(b"ssu.max_length")
+    if raw is None:
+        raise DataError(f"{path}: parse metadata lacks ssu.max_length")
+    return int(raw.decode())

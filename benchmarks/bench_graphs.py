@@ -5,14 +5,16 @@ the fusion graph; no GAT) on a batch of 128 synthetic utterances, median of repe
 warm-up, for MOSI-like aligned (50/50/50) and unaligned (50/375/500) lengths. Also counts the
 parameters of SSU and of the default text encoder (all-MiniLM-L6-v2, when installed).
 
-``--baseline FILE`` times another version of ``ssu_model/model.py`` (e.g. an older commit's, via
-``git show REV:ssu_model/model.py > /tmp/model_before.py``) with the same weights and batch,
+``--baseline FILE`` times another version of the model with the same weights and batch,
 interleaved with the current one in the same process, and prints both medians and their ratio:
-on a shared, noisy machine only such side-by-side ratios are meaningful.
+on a shared, noisy machine only such side-by-side ratios are meaningful. FILE is a single-file
+model of a commit before the library split (``git show a8837d1:ssu_model/model.py >
+/tmp/model_before.py``); its parameters are the current ones without the ``graph_builder.`` prefix.
 
-"graphs only" = ``SSU.graphs_from_nodes`` (Eq. 3-7, anchors, fusion graph, ``edge_index``); the
-Eq. 3 query projection is computed in ``encode_nodes`` together with the Eq. 1 queries (one
-matrix product), so it counts in "build_graphs" only.
+Headline: ``build_graphs`` from node inputs (projections + Eq. 1-2 enhancement + graphs). Breakdown:
+"graphs only" = ``graphs_from_nodes`` (Eq. 3-7, anchors, fusion graph, ``edge_index``); the Eq. 3
+query projection is computed in ``encode_nodes`` together with the Eq. 1 queries (one matrix
+product), so it counts in "build_graphs" only.
 
     python benchmarks/bench_graphs.py [--device cpu|cuda] [--threads 2] [--repeats 30] [--baseline FILE]
 """
@@ -20,6 +22,7 @@ matrix product), so it counts in "build_graphs" only.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import statistics
 import sys
@@ -56,18 +59,25 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def graph_steps(model):
+    """(encode_nodes, graphs_from_nodes) of a model: the GraphBuilder's, or a pre-split SSU's own."""
+    owner = getattr(model, "graph_builder", model)
+    return owner.encode_nodes, owner.graphs_from_nodes
+
+
 def time_build(model: SSU, batch, device: str, warmup: int, repeats: int) -> tuple[float, float, dict]:
     """Median seconds of (a) the whole ``build_graphs`` (projections + Eq. 1-2 enhancement + graphs)
     and (b) ``graphs_from_nodes`` alone (Eq. 3-7 + fusion graph, node features given)."""
     total, graph_only = [], []
+    encode_nodes, graphs_from_nodes = graph_steps(model)
     with torch.no_grad():
         for k in range(warmup + repeats):
             sync(device)
             t0 = time.perf_counter()
-            nodes = model.encode_nodes(batch)
+            nodes = encode_nodes(batch)
             sync(device)
             t1 = time.perf_counter()
-            g = model.graphs_from_nodes(batch, nodes)
+            g = graphs_from_nodes(batch, nodes)
             sync(device)
             t2 = time.perf_counter()
             if k >= warmup:
@@ -93,16 +103,17 @@ def time_pair(models: list, batch, device: str, warmup: int, repeats: int) -> li
     """Like ``time_build`` for several models, interleaved repeat by repeat (alternating order)."""
     total = [[] for _ in models]
     graph_only = [[] for _ in models]
+    steps = [graph_steps(m) for m in models]
     with torch.no_grad():
         for k in range(warmup + repeats):
             order = range(len(models)) if k % 2 == 0 else reversed(range(len(models)))
             for n in order:
                 sync(device)
                 t0 = time.perf_counter()
-                nodes = models[n].encode_nodes(batch)
+                nodes = steps[n][0](batch)
                 sync(device)
                 t1 = time.perf_counter()
-                models[n].graphs_from_nodes(batch, nodes)
+                steps[n][1](batch, nodes)
                 sync(device)
                 t2 = time.perf_counter()
                 if k >= warmup:
@@ -166,9 +177,11 @@ def main() -> None:
                   f"| {info['fusion_edges']:,} |", flush=True)
             continue
         _, _, info = time_build(model, batch, dev, 0, 1)  # edge counts
+        known = {f.name for f in dataclasses.fields(base_mod.SSUConfig)}
         with torch.random.fork_rng():  # leave the global RNG as without --baseline
-            base = base_mod.SSU(base_mod.SSUConfig(**cfg.to_dict())).to(dev).eval()
-        base.load_state_dict(model.state_dict())
+            base = base_mod.SSU(base_mod.SSUConfig(**{k: v for k, v in cfg.to_dict().items() if k in known}))
+        base = base.to(dev).eval()
+        base.load_state_dict({k.removeprefix("graph_builder."): v for k, v in model.state_dict().items()})
         (t, tg), (bt, btg) = time_pair([model, base], batch, dev, min(args.warmup, reps), reps)
         print(f"| {label} | {bt * 1e3:.1f} | {t * 1e3:.1f} | {bt / t:.2f} | {btg * 1e3:.1f} | {tg * 1e3:.1f} "
               f"| {btg / tg:.2f} | {info['nodes']:,} | {info['edges']:,} | {info['fusion_edges']:,} |", flush=True)

@@ -128,10 +128,16 @@ def table2(ssu: Mapping[str, Any], llms: Mapping[str, Mapping[str, Any]],
     return data, _md_table(header, rows)
 
 
-def table3(full: Mapping[str, Any], no_anchor: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
-    """Table 3: effect of the semantic anchor."""
-    rows = [["w/o Semantic Anchor", *_metric_cells(no_anchor)], ["Full model (SSU)", *_metric_cells(full)]]
-    data = {"no_anchor": _summary(no_anchor), "full": _summary(full)}
+def table3(full: Mapping[str, Any], no_anchor: Mapping[str, Any],
+           no_anchor_cross: Mapping[str, Any] | None = None) -> tuple[dict[str, Any], str]:
+    """Table 3: effect of the semantic anchor (the paper's rows), optionally with a row that also
+    drops the fusion graph's cross-modal edges."""
+    rows, data = [], {}
+    if no_anchor_cross is not None:
+        rows.append(["w/o Anchor and cross-modal edges", *_metric_cells(no_anchor_cross)])
+        data["no_anchor_cross"] = _summary(no_anchor_cross)
+    rows += [["w/o Semantic Anchor", *_metric_cells(no_anchor)], ["Full model (SSU)", *_metric_cells(full)]]
+    data.update({"no_anchor": _summary(no_anchor), "full": _summary(full)})
     return data, _md_table(["Method", *(t for _k, t, _p in COLUMNS)], rows)
 
 

@@ -32,6 +32,7 @@ class CompareParams:
     metrics: str  # folder of <variant>.json (contract D) and latency_<name>.json (llm-graphs)
     ssu_variant: str  # the SSU row of Tables 2-4 (the full model)
     anchor_variant: str  # Table 3: SSU without the semantic anchor ("" = no Table 3)
+    anchor_cross_variant: str  # Table 3 extra row: without the anchor and the cross-modal edges ("" = none)
     loss_variants: tuple[str, ...]  # Table 4 rows (paper order: reg_only ... reg_sup_self; [] = no Table 4)
     out: str  # folder for compare.md and compare.json
     plot: str  # Fig. 4 style PNG (parameters vs construction time)
@@ -102,7 +103,8 @@ def main(
         md2,
     ]
     if p.anchor_variant:
-        t3, md3 = reporting.table3(ssu, variant(p.anchor_variant))
+        t3, md3 = reporting.table3(ssu, variant(p.anchor_variant),
+                                   variant(p.anchor_cross_variant) if p.anchor_cross_variant else None)
         report["table3"] = t3
         sections += ["", "## Table 3: effect of the semantic anchor", "", md3]
     if p.loss_variants:

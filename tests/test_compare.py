@@ -36,6 +36,7 @@ def run_dir(tmp_path):
     m = tmp_path / "metrics"
     m.mkdir()
     docs = {"full": metrics_doc("full", 0.80, 0.70), "no_anchor": metrics_doc("no_anchor", 0.75, 0.80),
+            "no_anchor_no_cross": metrics_doc("no_anchor_no_cross", 0.74, 0.85),
             "llm_tiny": metrics_doc("llm_tiny", 0.70, 0.90)}
     for i, v in enumerate(LOSSES):
         docs[v] = metrics_doc(v, 0.70 + 0.01 * i, 0.9 - 0.01 * i)
@@ -67,6 +68,8 @@ def test_compare_stage_writes_tables_json_and_png(run_dir):
     assert rep["table2"]["tiny"]["ssu_speedup"] == pytest.approx(500.0)
     assert rep["table2"]["SSU"]["mean"]["Non0_F1"] == pytest.approx(0.80)
     assert rep["table3"]["no_anchor"]["mean"]["MAE"] == pytest.approx(0.80)
+    assert rep["table3"]["no_anchor_cross"]["mean"]["MAE"] == pytest.approx(0.85)
+    assert md.index("w/o Anchor and cross-modal edges |") < md.index("w/o Semantic Anchor |") < md.index("Full model (SSU) |")
     assert set(rep["table4"]) == set(LOSSES) | {"full"}
     img = Image.open(run_dir / "plots" / "fig4.png")
     img.load()

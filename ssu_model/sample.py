@@ -33,8 +33,8 @@ about ``0.64 * segment_share * affect`` per signal dim; the baseline offset hide
 when ``baseline_std`` is large, and then only max/min-type statistics (finding the segment)
 recover ``affect``.  The defaults (``baseline_std`` 0.25, ``segment_share`` 0.3-0.6: an
 expression held over a third to a half of the utterance) make the signal visible to a mean
-readout, as SSU's graph readouts are; ``baseline_std=0.6, segment_share=(0.15, 0.35)`` was the
-first design and is the harder, segment-finding test (see docs/decisions.md).
+readout, as SSU's graph readouts are; ``baseline_std=0.6, segment_share=(0.15, 0.35)`` is the
+harder, segment-finding test (see docs/decisions/data.md).
 
 Generation is vectorised in fixed-size row chunks, each with its own seed derived from
 (seed, split, chunk), so the output is a pure function of the arguments (same seed -> same bytes

@@ -3,7 +3,7 @@
 Reads ``{input}/{train,valid,test}.arrow`` (the `features` output), writes
 ``{out}/{split}.parquet`` (contract B, byte-stable), and keeps a content-addressed parse
 cache in ``cache`` (not a DVC output, so the stage's run-cache stays usable; see
-docs/decisions.md).
+docs/decisions/parse.md).
 """
 
 from __future__ import annotations

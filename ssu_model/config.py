@@ -31,6 +31,8 @@ class SSUConfig:
     affinity_scale_init: float = 5.0  # initial scale of the cosine affinity between text-informed attention vectors
     use_anchor: bool = True  # semantic anchor node z_a (Eq. 6) and its beta-weighted edges (Eq. 7) in every graph
     cross_modal_edges: bool = True  # fusion-graph edges between modalities, picked by beta (fusion_rule)
+    standardize_streams: bool = False  # z-score audio/vision with train-split statistics stored in the model
+    modality_dropout: float = 0.0  # training only: each sample loses each non-text modality with this probability
     num_relations: int = 64  # dependency-relation vocabulary size (id 0 = unknown)
     fusion_rule: str = "topk"  # cross-modal fusion pairs: "topk" (k highest-beta nodes per modality) | "above_uniform" (beta > 1/n)
     fusion_k: int = 4  # k of fusion_rule "topk"
@@ -64,7 +66,7 @@ class SSUConfig:
             bad("max_nodes", f"must be <= max_len={self.max_len}")
         if self.max_edges_per_node < 0:
             bad("max_edges_per_node", "must be >= 0")
-        for name in ("dropout", "aug_drop", "aug_add"):
+        for name in ("dropout", "aug_drop", "aug_add", "modality_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 bad(name, "must be in [0, 1)")
         for name in ("lambda_sup", "lambda_self", "lambda_align"):

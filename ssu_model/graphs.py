@@ -45,7 +45,14 @@ from ssu_model.graph_types import (
     ModalityInput,
     NodeStates,
 )
-from ssu_model.layers import TextInformedAttention, TextKeysValues, lengths_to_mask, masked_softmax, temporal_pool
+from ssu_model.layers import (
+    StreamStandardizer,
+    TextInformedAttention,
+    TextKeysValues,
+    lengths_to_mask,
+    masked_softmax,
+    temporal_pool,
+)
 
 
 @dataclass
@@ -86,6 +93,8 @@ class GraphBuilder(nn.Module):
         else:
             self.llm_scorer = nn.ModuleDict({m: LLMScore(c.llm_dim, c.score_dim) for m in c.modalities})
         self.threshold_lambda = nn.Parameter(torch.tensor(float(c.threshold_init)))  # lambda (Eq. 5)
+        stream_dims = {m: dims[m] for m in c.modalities if m != "text"}
+        self.standardizer = StreamStandardizer(stream_dims) if c.standardize_streams and stream_dims else None
         if self.uses_beta:
             self.anchor_proj = nn.Linear(H, H, bias=False)  # W_a (Eq. 7)
         if c.use_anchor:
@@ -114,6 +123,8 @@ class GraphBuilder(nn.Module):
                 continue  # modality absent from this batch: text graph (+ the other) only
             if x.shape[-1] != getattr(c, f"{m}_dim"):
                 raise DataError(f"batch {m} has width {x.shape[-1]}, config {m}_dim is {getattr(c, f'{m}_dim')}")
+            if self.standardizer is not None:
+                x = self.standardizer(m, x, lengths)
             x, lengths = temporal_pool(x, lengths, c.max_nodes)
             states = None
             if llm:
@@ -124,7 +135,10 @@ class GraphBuilder(nn.Module):
                         f"(max_nodes={c.max_nodes})"
                     )
                 states = F.pad(states, (0, 0, 0, x.shape[1] - states.shape[1]))
-            out[m] = ModalityInput(x, lengths_to_mask(lengths, x.shape[1]), states)
+            mask = lengths_to_mask(lengths, x.shape[1])
+            if self.training and c.modality_dropout > 0:  # the sample loses this modality's graph
+                mask = mask & (torch.rand(mask.shape[0], device=mask.device) >= c.modality_dropout)[:, None]
+            out[m] = ModalityInput(x, mask, states)
         return out
 
     def encode_nodes(self, batch: SSUBatch, introspect: bool = False) -> NodeStates:

@@ -11,6 +11,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.nn import GATv2Conv
 
+from ssu_model.errors import DataError
+
 
 def lengths_to_mask(lengths: Tensor, T: int) -> Tensor:
     """(B,) true lengths -> (B, T) bool mask of the real steps."""
@@ -44,6 +46,39 @@ def temporal_pool(x: Tensor, lengths: Tensor, max_nodes: int) -> tuple[Tensor, T
     onehot = (chunk[:, None, :] == torch.arange(K, device=x.device)[None, :, None]).to(x.dtype)
     onehot = onehot / onehot.sum(-1, keepdim=True).clamp(min=1.0)
     return torch.bmm(onehot, x), new_len
+
+
+class StreamStandardizer(nn.Module):
+    """Per-dimension z-scores of the audio/vision features, with statistics fitted once on the
+    training split and kept as buffers, so evaluation and prediction apply exactly the same
+    transform (real features span many scales: raw acoustic descriptors reach ~10^2). Dimensions
+    that are constant on train keep a scale of 1. Padded steps stay 0."""
+
+    def __init__(self, dims: dict[str, int]):
+        super().__init__()
+        for m, d in dims.items():
+            self.register_buffer(f"{m}_mean", torch.zeros(d))
+            self.register_buffer(f"{m}_scale", torch.ones(d))
+        self.register_buffer("fitted", torch.tensor(False))
+
+    @torch.no_grad()
+    def fit(self, values: dict[str, Tensor]) -> None:
+        """``values``: modality -> (n_steps, d) every real step of the training split."""
+        for m, v in values.items():
+            if v.ndim != 2 or v.shape[0] == 0:
+                raise ValueError(f"no {m} steps to fit the stream statistics on")
+            v = v.double()
+            mean, std = v.mean(0), v.std(0, unbiased=False)
+            getattr(self, f"{m}_mean").copy_(mean)
+            getattr(self, f"{m}_scale").copy_(torch.where(std > 1e-6, std, torch.ones_like(std)))
+        self.fitted.fill_(True)
+
+    def forward(self, modality: str, x: Tensor, lengths: Tensor) -> Tensor:
+        if not bool(self.fitted):
+            raise DataError("standardize_streams is on but the stream statistics were never fitted "
+                            "(SSU.fit_stream_statistics on the training records)")
+        z = (x - getattr(self, f"{modality}_mean")) / getattr(self, f"{modality}_scale")
+        return z * lengths_to_mask(lengths.to(x.device), x.shape[1])[..., None].to(x.dtype)
 
 
 # --------------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -109,6 +110,18 @@ class SSU(nn.Module):
     @property
     def edge_types(self) -> EdgeTypes:
         return self.graph_builder.edge_types
+
+    def fit_stream_statistics(self, records) -> None:
+        """Fit the audio/vision standardisation (``standardize_streams``) on training records
+        (``UtteranceRecord``s): every real step of the split, per dimension."""
+        standardizer = self.graph_builder.standardizer
+        if standardizer is None:
+            raise ValueError("standardize_streams is off: there are no stream statistics to fit")
+        values = {}
+        for m in self.config.modalities[1:]:
+            arrays = [getattr(r, m) for r in records if getattr(r, m) is not None and len(getattr(r, m))]
+            values[m] = torch.from_numpy(np.concatenate(arrays)) if arrays else torch.zeros(0, 0)
+        standardizer.fit(values)
 
     def build_graphs(self, batch: SSUBatch, introspect: bool = False) -> Graphs:
         """Inputs -> modality graphs (text, audio, vision) with anchor nodes/edges, and the fusion

@@ -212,6 +212,8 @@ def main(
         for seed in base.seeds:
             seed_everything(seed)
             model = SSU(model_cfg)
+            if model_cfg.standardize_streams:  # train-split statistics, saved with the model
+                model.fit_stream_statistics([e.record for e in examples["train"]])
             enc = None
             if encoder is not None:  # a fresh pretrained encoder per seed
                 from ssu_model.text_encoder import TextEncoder

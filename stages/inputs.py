@@ -18,6 +18,18 @@ from pathlib import Path
 import typer
 
 
+ENCODER_CACHE = Path(".cache/encoders")  # packaged encoders unpacked once (not a DVC output; safe to delete)
+
+
+def encoder_path(model_path: str) -> str | None:
+    """What ``TextEncoder`` loads for a ``text_features.model_path``: None (the packaged
+    all-MiniLM-L6-v2) for ``minilm``, the unpacked all-mpnet-base-v2 folder for ``mpnet``, else
+    the folder itself."""
+    from ssu_model.pretrained import MINILM, encoder_folder
+
+    return None if model_path == MINILM else encoder_folder(model_path, ENCODER_CACHE)
+
+
 # Input folders read by `train` and `evaluate`; dvc.yaml always passes them explicitly.
 FEATURES_OPTION = typer.Option(None, "--features", help="features dir (default data/features)")
 PARSE_OPTION = typer.Option(None, "--parse", help="parse dir (default data/parse)")

@@ -86,7 +86,8 @@ def _states_for(p: LLMGraphsParams, spec: LLMSpec, raw: dict[str, Any], base: Ba
     from ssu_model.training import parse_index
     from stages.inputs import read_parse_table
     from stages.modelling import build_model_config, load_inputs
-    from stages.params import TextFeaturesParams, encoder_path
+    from stages.inputs import encoder_path
+    from stages.params import TextFeaturesParams
 
     overrides, max_nodes = _model_section(raw)
     tf = load_section(raw, "text_features", TextFeaturesParams)

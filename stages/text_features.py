@@ -18,7 +18,8 @@ import typer
 
 from stages.common import atomic_dir, log, stage_command
 from stages.inputs import parse_max_length, read_parse_table
-from stages.params import MINILM, TextFeaturesParams, encoder_path, load_params, load_section
+from stages.inputs import encoder_path
+from stages.params import MINILM, TextFeaturesParams, load_params, load_section
 
 SECTIONS: tuple[str, ...] = ("text_features",)
 SPLITS = ("train", "valid", "test")

@@ -155,7 +155,8 @@ def main(
     """Train one SSU model per seed and keep each seed's best validation state."""
     raw = load_params(params)
     base = load_section(raw, "base", BaseParams)
-    from stages.params import TextFeaturesParams, encoder_path
+    from stages.inputs import encoder_path
+    from stages.params import TextFeaturesParams
 
     tf = load_section(raw, "text_features", TextFeaturesParams)
     overrides, tp = resolve_variant(raw, variant, allow_unlisted=llm_states is not None)

@@ -6,6 +6,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 MOSI_CSV = SHARED_DATA / "mosi_label_mmcpanda.csv"
+# The DVC pipelines: the sample one at the root (the default `dvc repro`) and the real-data ones.
+DVC_FILES = [ROOT / "dvc.yaml", *sorted(ROOT.glob("pipelines/*/dvc.yaml"))]
 
 # Tests never touch the network, and torch uses the 2 cores predictably.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

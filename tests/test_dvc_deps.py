@@ -19,7 +19,7 @@ from pathlib import Path
 import yaml
 
 from stages.cli import COMMANDS
-from tests.conftest import ROOT
+from tests.conftest import DVC_FILES, ROOT
 
 INTERNAL = ("stages", "ssu_model")
 # Never counted as a stage's code. stages/cli.py and stages/__main__.py only dispatch: cli.py imports
@@ -97,15 +97,18 @@ def _command_of(cmd) -> str:
 
 
 def _stages():
-    """(dvc stage name, stage module file, declared deps) per dvc.yaml stage (foreach: the template)."""
+    """(dvc stage name, stage module file, declared deps) per stage of every dvc.yaml (foreach: the
+    template); stages of the real-data pipelines are named <folder>/dvc.yaml:<stage>."""
     modules = {name: path for path, name in STAGE_MODULES.items()}
-    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"] or {}
-    assert stages, "dvc.yaml has no stages"
-    for name, stage in stages.items():
-        body = stage.get("do", stage)
-        command = _command_of(body["cmd"])
-        assert command in modules, f"dvc stage {name} runs unknown command {command}"
-        yield name, modules[command], [str(d) for d in body.get("deps", [])]
+    for dvc_file in DVC_FILES:
+        stages = yaml.safe_load(dvc_file.read_text())["stages"] or {}
+        where = "" if dvc_file.parent == ROOT else f"{dvc_file.relative_to(ROOT)}:"
+        assert stages, f"{dvc_file} has no stages"
+        for name, stage in stages.items():
+            body = stage.get("do", stage)
+            command = _command_of(body["cmd"])
+            assert command in modules, f"dvc stage {where}{name} runs unknown command {command}"
+            yield where + name, modules[command], [str(d) for d in body.get("deps", [])]
 
 
 def _is_code(dep: str) -> bool:

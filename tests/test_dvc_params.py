@@ -6,13 +6,13 @@ import yaml
 
 from stages.cli import COMMANDS
 from stages.params import load_params
-from tests.conftest import ROOT
+from tests.conftest import DVC_FILES, ROOT
 
 MODULES = {name: module for name, module, _panel in COMMANDS}
 
 
-def _stage_bodies():
-    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"] or {}
+def _stage_bodies(dvc_file=ROOT / "dvc.yaml"):
+    stages = yaml.safe_load(dvc_file.read_text())["stages"] or {}
     for name, stage in stages.items():
         yield name, stage.get("do", stage)
 
@@ -46,3 +46,45 @@ def test_every_params_section_is_read_by_some_stage():
     params = load_params(ROOT / "params.yaml")
     read = {s for _n, module, _p in COMMANDS for s in module.SECTIONS}
     assert set(params) <= read, f"params.yaml sections no stage reads: {sorted(set(params) - read)}"
+
+
+def test_real_data_pipelines_run_from_the_root_with_their_own_params_file():
+    """pipelines/<name>/dvc.yaml: every stage runs from the repository root (wdir ../..), passes
+    --params <its folder>/params.yaml, declares whole sections of that file that the code reads,
+    and writes only inside its folder (the sample pipeline's outputs are never touched)."""
+    pipelines = [f for f in DVC_FILES if f.parent != ROOT]
+    assert pipelines, "no real-data pipelines under pipelines/"
+    for dvc_file in pipelines:
+        doc = yaml.safe_load(dvc_file.read_text())
+        folder = str(dvc_file.parent.relative_to(ROOT))
+        assert {"dir": folder} in doc["vars"], f"{dvc_file}: vars must set dir: {folder}"
+        params = load_params(dvc_file.parent / "params.yaml")
+        for name, body in _stage_bodies(dvc_file):
+            where = f"{folder}/dvc.yaml:{name}"
+            assert body.get("wdir") == "../..", f"{where}: wdir must be ../.. (the repository root)"
+            words = shlex.split(body["cmd"])
+            assert words[words.index("--params") + 1] == "${dir}/params.yaml", where
+            command = _command_of(body["cmd"])
+            (declared,) = body["params"]
+            assert list(declared) == ["${dir}/params.yaml"], where
+            sections = declared["${dir}/params.yaml"]
+            assert set(sections) == set(MODULES[command].SECTIONS), (
+                f"{where}: declares {sorted(sections)}, stages/{command} reads {sorted(MODULES[command].SECTIONS)}")
+            assert all(sec in params for sec in sections), f"{where}: params section missing"
+            for kind in ("outs", "metrics", "plots"):
+                for out in body.get(kind, []):
+                    path = next(iter(out)) if isinstance(out, dict) else out
+                    assert path.startswith("${dir}/") or path.startswith("${"), f"{where}: {kind} {path} outside {folder}"
+        for key, value in _paths_in(params):
+            if key == "llm_graphs.convert_out":  # the root pipeline's converted LLM, read (not written) here
+                continue
+            if key.endswith(("out", "input", "metrics", "features", "parse", "text_features", "latency_out", "plot")):
+                assert str(value).startswith(folder + "/"), f"{folder}/params.yaml {key}: {value} is outside {folder}"
+
+
+def _paths_in(params, prefix=""):
+    for key, value in params.items():
+        if isinstance(value, dict):
+            yield from _paths_in(value, f"{prefix}{key}.")
+        elif isinstance(value, str):
+            yield f"{prefix}{key}", value

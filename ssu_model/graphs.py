@@ -432,7 +432,7 @@ class GraphBuilder(nn.Module):
 
     def cross_modal_edges(self, blocks: list[Block], betas: list[Tensor]) -> EdgeList:
         """Fusion-graph pairs between the beta-selected nodes of every two modalities, both
-        directions, weight sqrt(beta_i * beta_j). Selection ``fusion_rule``: "topk" (the k
+        directions, weight sqrt(beta_i * beta_j) (floored at 1e-6). Selection ``fusion_rule``: "topk" (the k
         highest-beta real nodes) or "above_uniform" (beta > 1/n)."""
         c = self.config
         edges = EdgeList()
@@ -453,7 +453,9 @@ class GraphBuilder(nn.Module):
                     sv = bv.mask & (betas[v] * bv.mask.sum(1, keepdim=True).to(betas[v].dtype) > 1.0)
                     b, i, j = (sa[:, :, None] & sv[:, None, :]).nonzero(as_tuple=True)
                 na, nv = ba.node_ids(b, i), bv.node_ids(b, j)
-                w = (betas[a][b, i] * betas[v][b, j]).sqrt()
+                # a selected node's beta can underflow to exactly 0 (one dominant word): the floor
+                # keeps sqrt's gradient finite there (0 * inf = NaN), and changes no weight above 1e-6
+                w = (betas[a][b, i] * betas[v][b, j]).clamp_min(1e-12).sqrt()
                 types = _const(self.edge_types.cross, na.numel(), na.device)
                 edges.add(na, nv, types, w)
                 edges.add(nv, na, types, w)

@@ -138,3 +138,23 @@ def test_cross_modal_fusion_edges_join_topk_beta_nodes_both_ways(built):
     assert cross.keys() == expect.keys() and len(expect) > 0
     assert all(cross[k][1] == pytest.approx(w, abs=1e-6) for k, w in expect.items())
     assert not (g.edge_type == model.edge_types.cross).any()  # fusion graph only
+
+
+def test_cross_modal_weights_stay_differentiable_when_a_selected_beta_underflows():
+    """One dominant word makes the other words' beta exactly 0 in float32; top-k still selects
+    some of them, and sqrt(beta_i * beta_j) then has an infinite derivative. The weights must keep
+    finite gradients (a real run on MOSI audio diverged to NaN here)."""
+    torch.manual_seed(0)
+    model = SSU(tiny(fusion_k=4))
+    with torch.no_grad():
+        model.graph_builder.anchor_proj.weight.mul_(1e4)  # extreme anchor attention
+    b = batch()
+    g = model.build_graphs(b, introspect=True)
+    beta = g.introspection.beta["text"]
+    assert ((beta == 0) & b.text_mask).any(), "the case needs an underflowed beta of a real word"
+    cross = g.fusion_edge_type == model.edge_types.cross
+    w = g.fusion_edge_weight[cross]
+    assert torch.isfinite(w).all()
+    w.sum().backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(gr).all() for gr in grads)

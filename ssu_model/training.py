@@ -7,6 +7,10 @@
   rest, selection on the validation split (total loss or an MMSA metric) with early stopping,
   best state kept in memory, a per-epoch callback for logging.
 - ``predict``: regression outputs for a list of examples.
+- Both take an optional ``dist`` (``ssu_model.distributed.DistContext``, duck-typed here):
+  data-parallel training across processes (``DistributedDataParallel``, a
+  ``DistributedSampler`` per epoch, validation sharded by batch and gathered in order). Without
+  it (the default) they are single-process code, unchanged.
 - ``make_checkpoint`` / ``load_checkpoint`` / ``model_from_checkpoint``: a checkpoint is a dict
   of tensors and plain values (str/int/float/bool/None/lists/dicts), loadable with
   ``torch.load(path, weights_only=True)``.
@@ -219,14 +223,66 @@ def _forward(model, batch, enc, device, encoder):
     return model(batch)
 
 
+class _Step(torch.nn.Module):
+    """The model and (when fine-tuned) the text encoder as one module, so that
+    ``DistributedDataParallel`` sees every trained parameter and runs the same ``_forward``.
+
+    ``never_used`` is what it says: DDP runs with ``find_unused_parameters`` (some runs leave
+    parameters without a gradient, see ``DistContext.wrap``) and torch prints a warning from
+    every rank when a step has none. It is not in the optimiser nor in any checkpoint."""
+
+    def __init__(self, model, encoder, device):
+        super().__init__()
+        self.model = model
+        self.encoder = encoder
+        self.device = device
+        self.never_used = torch.nn.Parameter(torch.zeros(1, device=device))
+
+    def forward(self, batch, enc):
+        return _forward(self.model, batch, enc, self.device, self.encoder)
+
+
+def _predict_sharded(model, examples, batch_size, device, encoder, dist):
+    """``predict`` across ranks: the same batches as the single-process loop, batch k on rank
+    k mod world_size, gathered back in order on every rank. Each utterance is scored in the
+    very batch it would be in alone, so the predictions (and the metrics on them) equal the
+    single-process ones; the loss terms are summed in the same order."""
+    collate = _Collate(encoder.pad_id if encoder is not None else None)
+    n_batches = (len(examples) + batch_size - 1) // batch_size
+    mine = []
+    for k in range(dist.rank, n_batches, dist.world_size):
+        batch, enc, _labels = collate(examples[k * batch_size:(k + 1) * batch_size])
+        out = _forward(model, batch, enc, device, encoder)
+        mine.append((k, out.prediction.detach().float().cpu().numpy().reshape(-1),
+                     {name: float(v.detach()) for name, v in (out.losses or {}).items()}))
+    parts = sorted((item for part in dist.all_gather_object(mine) for item in part), key=lambda item: item[0])
+    preds: list[np.ndarray] = []
+    sums: dict[str, float] = {}
+    count = 0
+    for _k, p, losses in parts:
+        b = int(p.shape[0])
+        preds.append(p)
+        for name, v in losses.items():
+            sums[name] = sums.get(name, 0.0) + v * b
+        count += b
+    return preds, sums, count
+
+
 @torch.no_grad()
 def predict(model, examples: Sequence[Example], batch_size: int = 128, device: str = "cpu",
-            encoder=None) -> tuple[np.ndarray, dict[str, float]]:
-    """(predictions in example order, mean of each loss term over the examples)."""
+            encoder=None, dist=None) -> tuple[np.ndarray, dict[str, float]]:
+    """(predictions in example order, mean of each loss term over the examples).
+
+    With ``dist`` every rank scores its share of the batches and gets the whole result."""
     was = model.training
     model.eval()
     if encoder is not None:
         encoder.eval()
+    if dist is not None:
+        preds, sums, count = _predict_sharded(model, examples, batch_size, device, encoder, dist)
+        model.train(was)
+        p = np.concatenate(preds) if preds else np.zeros(0, dtype=np.float32)
+        return p, {k: v / max(count, 1) for k, v in sums.items()}
     pad_id = encoder.pad_id if encoder is not None else None
     preds: list[np.ndarray] = []
     sums: dict[str, float] = {}
@@ -266,16 +322,27 @@ def fit(
     device: str = "cpu",
     encoder=None,
     callback: Callable[[int, dict[str, float]], None] | None = None,
+    dist=None,
 ) -> FitResult:
     """Train ``model`` (and ``encoder`` when given: fine-tuning) and keep the best validation state.
 
     The history rows hold ``train/<loss term>`` (example-weighted epoch means),
     ``valid/<loss term>`` and ``valid/<metric>`` for the 8 MMSA metrics, plus ``epoch``.
+
+    ``dist`` (a ``DistContext``): data-parallel training. ``cfg.batch_size`` stays the global
+    batch: each rank takes ``batch_size / world_size`` examples per step from a
+    ``DistributedSampler`` reshuffled every epoch (seeded like the single-process loader, by
+    seed and epoch), gradients are averaged by ``DistributedDataParallel``, the epoch's train
+    losses are summed over ranks, validation is sharded and gathered (``predict``), and rank 0's
+    history row is what every rank selects and stops on, so all ranks hold the same state.
+    Every rank returns the same result; only the caller decides who writes it.
     """
     if not train:
         raise DataError("training split is empty")
     if not valid:
         raise DataError("validation split is empty")
+    if dist is not None and cfg.batch_size % dist.world_size:
+        raise DataError(f"batch_size {cfg.batch_size} is not divisible by the world size {dist.world_size}")
     model.to(device)
     groups = [{"params": [p for p in model.parameters() if p.requires_grad], "lr": cfg.lr}]
     if encoder is not None:
@@ -289,14 +356,27 @@ def fit(
     result = FitResult(best_epoch=0, best_score=best, epochs_run=0)
     since_best = 0
     all_params = [p for g in groups for p in g["params"]]
+    if dist is not None:
+        step = dist.wrap(_Step(model, encoder, device))
+        sampler = torch.utils.data.DistributedSampler(
+            train, num_replicas=dist.world_size, rank=dist.rank, shuffle=True, seed=seed * 100003, drop_last=False)
+        dist_loader = torch.utils.data.DataLoader(
+            train, batch_size=cfg.batch_size // dist.world_size, sampler=sampler, collate_fn=_Collate(pad_id),
+            num_workers=0, drop_last=False)
+        torch.manual_seed(dist.rank_seed(seed))  # own dropout/augmentation stream per rank
     for epoch in range(1, cfg.epochs + 1):
         model.train()
         if encoder is not None:
             encoder.train()
         sums: dict[str, float] = {}
         count = 0
-        for batch, enc, _labels in _loader(train, cfg.batch_size, True, seed * 100003 + epoch, pad_id):
-            out = _forward(model, batch, enc, device, encoder)
+        if dist is not None:
+            sampler.set_epoch(epoch)  # permutation seeded by seed * 100003 + epoch
+            batches = dist_loader
+        else:
+            batches = _loader(train, cfg.batch_size, True, seed * 100003 + epoch, pad_id)
+        for batch, enc, _labels in batches:
+            out = step(batch, enc) if dist is not None else _forward(model, batch, enc, device, encoder)
             loss = out.losses["total"]
             if not torch.isfinite(loss):
                 raise DataError(f"training diverged: non-finite loss at epoch {epoch} (lower train.lr?)")
@@ -309,13 +389,20 @@ def fit(
             for k, v in out.losses.items():
                 sums[k] = sums.get(k, 0.0) + float(v.detach()) * b
             count += b
-        preds, vlosses = predict(model, valid, cfg.eval_batch_size, device, encoder)
+        if dist is not None:  # example-weighted means over every rank's examples
+            names = sorted(sums)
+            reduced = dist.all_reduce_sum([float(count)] + [sums[k] for k in names])
+            count, sums = reduced[0], dict(zip(names, reduced[1:]))
+        preds, vlosses = predict(model, valid, cfg.eval_batch_size, device, encoder, dist)
         vmetrics = regression_metrics(preds, valid_labels)
         row: dict[str, float] = {"epoch": float(epoch)}
         row.update({f"train/{k}": v / count for k, v in sums.items()})
         row.update({f"valid/{k}": v for k, v in vlosses.items()})
         row.update({f"valid/{k}": v for k, v in vmetrics.items()})
         score = vlosses.get("total", math.nan) if cfg.select_metric == "loss" else vmetrics[cfg.select_metric]
+        if dist is not None:  # one decision for all ranks: rank 0's numbers
+            row = dist.broadcast_object(row)
+            score = row.get("valid/total", math.nan) if cfg.select_metric == "loss" else row[f"valid/{cfg.select_metric}"]
         improved = score < best if lower_better else score > best
         if improved:
             best = score

@@ -84,8 +84,11 @@ def dep_labels_of(table, path: Path) -> list[str]:
 
 
 def load_inputs(split_names, features_dir: Path, parse_dir: Path, text_dir: Path | None,
-                llm_dir: Path | None, modalities, text_dim_hint: int | None = None, encoder=None):
-    """Examples per split + (dep_labels, text_dim, audio_dim, vision_dim, llm_dim)."""
+                llm_dir: Path | None, modalities, text_dim_hint: int | None = None, encoder=None,
+                log=log):
+    """Examples per split + (dep_labels, text_dim, audio_dim, vision_dim, llm_dim).
+
+    ``log``: where the notes on dropped modalities go (train's ranks other than 0 pass a no-op)."""
     import json
 
     from ssu_model.data import split_path, FeatureSplit

@@ -8,19 +8,31 @@ Outputs: ``models/<variant>/`` = ``seed_<s>.pt`` (tensors + plain config, loadab
 `evaluate` for the training-curve plot), ``config.json`` (the resolved configuration) and
 ``env.json`` (library versions, device, GPU name, world size; no wall-clock), plus dvclive
 curves in ``dvclive/<variant>/seed_<s>/`` (declared as plots; no later stage reads them).
+
+Under ``torchrun`` (``WORLD_SIZE`` > 1) every process joins a process group
+(``ssu_model.distributed``; gloo on CPU, NCCL on CUDA) and trains each seed data-parallel
+(``fit(dist=...)``); rank 0 alone logs and writes, and moves the model directory into place only
+after every rank has finished. A failure on any rank fails every rank with one error line, and
+no model directory is left behind. ``WORLD_SIZE`` absent or 1: the single-process run.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import math
+import re
+import sys
+import warnings
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
 
-from stages.common import atomic_dir, log, stage_command
-from stages.errors import ParamError
+from stages.common import atomic_dir, fail, log, stage_command
+from stages.errors import ParamError, StageError
+from ssu_model.errors import DataError
 from stages.inputs import FEATURES_OPTION, PARSE_OPTION, TEXT_FEATURES_OPTION, input_dirs
 from stages.modelling import build_model_config, load_inputs, model_overrides
 from stages.params import BaseParams, build, load_params, load_section
@@ -111,10 +123,9 @@ def resolve_variant(params: dict[str, Any], variant: str, allow_unlisted: bool =
     return model, train
 
 
-def env_record(device: str, threads: int) -> dict[str, Any]:
+def env_record(device: str, threads: int, world_size: int = 1) -> dict[str, Any]:
     """Versions and hardware of this run (no wall-clock, no host names)."""
     import importlib.metadata as md
-    import os
     import platform
 
     import torch
@@ -136,7 +147,7 @@ def env_record(device: str, threads: int) -> dict[str, Any]:
         "device": device,
         "gpu_name": gpu,
         "cuda": torch.version.cuda if device.startswith("cuda") else None,
-        "world_size": int(os.environ.get("WORLD_SIZE", "1")),
+        "world_size": world_size,
         "torch_threads": threads,
     }
 
@@ -151,8 +162,19 @@ def main(
     llm_states: Optional[Path] = typer.Option(None, "--llm-states", help="LLM states dir: graph_source=llm"),
     out: Optional[Path] = typer.Option(None, "--out", help="model dir (default models/<variant>)"),
     live: Optional[Path] = typer.Option(None, "--live", help="dvclive dir (default dvclive/<variant>)"),
+    backend: str = typer.Option("auto", "--backend",
+                                help="under torchrun: torch.distributed backend, auto (nccl on CUDA, gloo on CPU), gloo or nccl"),
+    dist_timeout: float = typer.Option(600.0, "--dist-timeout",
+                                      help="under torchrun: seconds a rank waits for the others before the run fails"),
 ) -> None:
-    """Train one SSU model per seed and keep each seed's best validation state."""
+    """Train one SSU model per seed and keep each seed's best validation state.
+
+    Under `torchrun --nproc_per_node N` (WORLD_SIZE > 1) the seeds are trained one after the
+    other, each data-parallel over the N processes; rank 0 alone writes outputs and logs."""
+    import os
+
+    from ssu_model.distributed import BACKENDS, rendezvous_from_env, resolve_backend
+
     raw = load_params(params)
     base = load_section(raw, "base", BaseParams)
     from stages.inputs import encoder_path
@@ -163,21 +185,115 @@ def main(
     features, parse_dir, text_features = input_dirs(features, parse_dir, text_features)
     out = out or Path("models") / variant
     live = live or Path("dvclive") / variant
+    if backend not in BACKENDS:
+        fail(f"unknown distributed backend {backend!r} (--backend: {', '.join(BACKENDS)})")
+    try:
+        rendezvous = rendezvous_from_env(os.environ)
+    except ValueError as exc:
+        fail(str(exc))
+    if rendezvous is not None and tp.batch_size % rendezvous.world_size:
+        fail(f"train.batch_size {tp.batch_size} is not divisible by the world size {rendezvous.world_size} "
+             "(the batch is global: each process takes batch_size / world size)")
 
+    from stages.common import deterministic_torch, resolve_device
+
+    deterministic_torch()
+    device = resolve_device(base.device)
+    try:
+        resolve_backend(backend, device)
+    except ValueError as exc:
+        fail(str(exc))
+    run = functools.partial(_train, variant=variant, base=base, tf=tf, overrides=overrides, tp=tp,
+                            features=features, parse_dir=parse_dir, text_features=text_features,
+                            llm_states=llm_states, out=out, live=live)
+    if rendezvous is None:  # a plain run (also torchrun with one process): no process group
+        run(device=device, dist=None)
+    else:
+        _distributed(rendezvous, device, backend, dist_timeout, run)
+
+
+def _collective_failure(exc: BaseException) -> bool:
+    """A failed or timed-out collective (a peer died or hangs), as gloo/NCCL report it."""
+    import torch.distributed as tdist
+
+    dist_error = getattr(tdist, "DistError", ())
+    return isinstance(exc, dist_error) or (
+        isinstance(exc, RuntimeError) and re.search(r"gloo|nccl|processgroup", str(exc), re.IGNORECASE) is not None)
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first sentence of an error message, without gloo's source-file prefix."""
+    line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    line = re.sub(r"^\[[^\]]*\]\s*", "", line)
+    return re.split(r"(?<=\.)\s", line, maxsplit=1)[0]
+
+
+def _distributed(rendezvous, device: str, backend: str, timeout_s: float, run) -> None:
+    """Join the process group, train, leave it. Any failure becomes one error line naming this
+    rank; a rank whose peer failed (the collective breaks, or torchrun sends SIGTERM) fails too,
+    and rank 0's temporary model directory is removed on the way out (``atomic_dir``)."""
+    import signal
+
+    from ssu_model.distributed import init_distributed, teardown
+
+    where = f"rank {rendezvous.rank} of {rendezvous.world_size}"
+
+    def on_sigterm(signum, frame) -> None:
+        if sys.exc_info()[1] is not None:  # already failing: let the clean-up finish
+            return
+        raise StageError(f"{where}: stopped by the launcher (another rank failed or the run was cancelled)")
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    joined = failed = False
+    try:
+        try:
+            ctx = init_distributed(rendezvous, device, backend, timeout_s)
+        except ValueError as exc:
+            fail(f"{where}: {exc}")
+        except RuntimeError as exc:
+            fail(f"{where}: could not join the process group: {_first_line(exc)}")
+        joined = True
+        if not ctx.is_main:  # rank 0 reports what every rank would: the others stay silent
+            warnings.simplefilter("ignore")
+        try:
+            run(device=ctx.device, dist=ctx)
+        except (StageError, DataError) as exc:
+            if str(exc).startswith(where):
+                raise
+            raise type(exc)(f"{where}: {exc}") from None
+        except Exception as exc:
+            if not _collective_failure(exc):
+                raise
+            fail(f"{where}: lost contact with another rank, which failed or stopped answering "
+                 f"({_first_line(exc)}); torchrun's summary names the rank that failed first")
+    except BaseException:
+        failed = True
+        raise
+    finally:
+        # a rank that failed after joining is on its way out: torchrun's SIGTERM (sent when it sees
+        # the other rank fail) must not cut its error line short
+        signal.signal(signal.SIGTERM, signal.SIG_IGN if (joined and failed) else previous)
+        teardown()
+
+
+def _train(*, variant, base, tf, overrides, tp, features, parse_dir, text_features, llm_states, out, live,
+           device: str, dist) -> None:
+    """The seeds loop. ``dist`` None: one process. With a ``DistContext`` every rank runs the same
+    loop and collectives; rank 0 alone logs and writes (the model directory, dvclive)."""
     import json
     import time
 
     import torch
 
-    from stages.common import deterministic_torch, resolve_device
     from ssu_model.model import SSU
     from ssu_model.training import fit, make_checkpoint, save_checkpoint, seed_everything
 
-    deterministic_torch()
-    device = resolve_device(base.device)
+    main_rank = dist is None or dist.is_main
+    say = log if main_rank else (lambda msg: None)
     if tp.threads:
         torch.set_num_threads(tp.threads)
     threads = torch.get_num_threads()
+    world_size = 1 if dist is None else dist.world_size
     train_cfg = tp.library_config()
     encoder = None
     max_length = None
@@ -187,13 +303,15 @@ def main(
 
         max_length = parse_max_length(read_parse_table(parse_dir / "train.parquet"), parse_dir / "train.parquet")
         encoder = TextEncoder(encoder_path(tf.model_path), max_length=max_length)
-    log(f"train[{variant}]: loading data (device {device}, {threads} threads)")
+    say(f"train[{variant}]: loading data (device {device}, {threads} threads"
+        + (f", {world_size} processes" if dist is not None else "") + ")")
     examples, dep_labels, dims = load_inputs(
         ("train", "valid"), features, parse_dir, None if tp.finetune_text else text_features,
         llm_states, tp.modalities, text_dim_hint=encoder.dim if encoder is not None else None, encoder=encoder,
+        log=say,
     )
     model_cfg = build_model_config(overrides, dims, len(dep_labels), llm_states is not None)
-    log(f"train[{variant}]: {len(examples['train'])} train / {len(examples['valid'])} valid utterances; "
+    say(f"train[{variant}]: {len(examples['train'])} train / {len(examples['valid'])} valid utterances; "
         f"modalities {['text'] + [m for m in ('audio', 'vision') if dims[m + '_dim']]}")
 
     from dvclive import Live
@@ -209,7 +327,8 @@ def main(
     }
     history: dict[str, Any] = {}
     summary: dict[str, Any] = {}
-    with atomic_dir(out) as tmp:
+    # rank 0 writes into a temporary directory that replaces `out` only when every rank got through
+    with (atomic_dir(out) if main_rank else contextlib.nullcontext(None)) as tmp:
         for seed in base.seeds:
             seed_everything(seed)
             model = SSU(model_cfg)
@@ -221,7 +340,9 @@ def main(
 
                 enc = TextEncoder(encoder_path(tf.model_path), max_length=max_length)
             t0 = time.perf_counter()
-            with Live(str(live / f"seed_{seed}"), save_dvc_exp=False, dvcyaml=False, report=None) as lv:
+            live_run = (Live(str(live / f"seed_{seed}"), save_dvc_exp=False, dvcyaml=False, report=None)
+                        if main_rank else contextlib.nullcontext(None))
+            with live_run as lv:
 
                 def on_epoch(epoch: int, row: dict[str, float], lv=lv, seed=seed, t0=t0) -> None:
                     for key, value in row.items():
@@ -233,18 +354,24 @@ def main(
                         f"valid MAE {row['valid/MAE']:.4f} Acc2 {row['valid/Non0_acc_2']:.4f} "
                         f"({time.perf_counter() - t0:.1f}s)")
 
-                result = fit(model, examples["train"], examples["valid"], train_cfg, seed, device, enc, on_epoch)
-            log(f"train[{variant}] seed {seed}: best epoch {result.best_epoch} "
+                result = fit(model, examples["train"], examples["valid"], train_cfg, seed, device, enc,
+                             on_epoch if main_rank else None, dist=dist)
+            say(f"train[{variant}] seed {seed}: best epoch {result.best_epoch} "
                 f"({train_cfg.select_metric} {result.best_score:.4f}), {result.epochs_run} epochs")
-            save_checkpoint(make_checkpoint(model_cfg, result, seed, meta), tmp / f"seed_{seed}.pt")
+            if tmp is not None:
+                save_checkpoint(make_checkpoint(model_cfg, result, seed, meta), tmp / f"seed_{seed}.pt")
             history[str(seed)] = result.history
             summary[str(seed)] = {"best_epoch": result.best_epoch, "best_score": result.best_score,
                                   "epochs_run": result.epochs_run}
-        (tmp / "history.json").write_text(json.dumps(history, indent=1, sort_keys=True) + "\n")
-        config = {"variant": variant, "seeds": list(base.seeds), "model": dataclasses.asdict(model_cfg),
-                  "train": dataclasses.asdict(tp), "select_metric": tp.select_metric, "best": summary,
-                  "text_encoder": tf.model_path,
-                  "llm_states": meta["llm_states"]}
-        (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True, default=list) + "\n")
-        (tmp / "env.json").write_text(json.dumps(env_record(device, threads), indent=2, sort_keys=True) + "\n")
-    log(f"train[{variant}]: wrote {out}")
+        if tmp is not None:
+            (tmp / "history.json").write_text(json.dumps(history, indent=1, sort_keys=True) + "\n")
+            config = {"variant": variant, "seeds": list(base.seeds), "model": dataclasses.asdict(model_cfg),
+                      "train": dataclasses.asdict(tp), "select_metric": tp.select_metric, "best": summary,
+                      "text_encoder": tf.model_path,
+                      "llm_states": meta["llm_states"]}
+            (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True, default=list) + "\n")
+            (tmp / "env.json").write_text(
+                json.dumps(env_record(device, threads, world_size), indent=2, sort_keys=True) + "\n")
+        if dist is not None:  # every rank got here: only now does rank 0 put the directory in place
+            dist.barrier()
+    say(f"train[{variant}]: wrote {out}")

@@ -301,6 +301,11 @@ def _train(*, variant, base, tf, overrides, tp, features, parse_dir, text_featur
         from ssu_model.text_encoder import TextEncoder
         from stages.inputs import parse_max_length, read_parse_table
 
+        if not main_rank:  # transformers' loading progress bars: rank 0's is enough
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()
+
         max_length = parse_max_length(read_parse_table(parse_dir / "train.parquet"), parse_dir / "train.parquet")
         encoder = TextEncoder(encoder_path(tf.model_path), max_length=max_length)
     say(f"train[{variant}]: loading data (device {device}, {threads} threads"

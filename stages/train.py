@@ -270,9 +270,11 @@ def _distributed(rendezvous, device: str, backend: str, timeout_s: float, run) -
         raise
     finally:
         # a rank that failed after joining is on its way out: torchrun's SIGTERM (sent when it sees
-        # the other rank fail) must not cut its error line short
+        # the other rank fail) must not cut its error line short, and the process group is left to
+        # the exit (destroying a group whose peer died can block, with NCCL)
         signal.signal(signal.SIGTERM, signal.SIG_IGN if (joined and failed) else previous)
-        teardown()
+        if not failed:
+            teardown()
 
 
 def _train(*, variant, base, tf, overrides, tp, features, parse_dir, text_features, llm_states, out, live,

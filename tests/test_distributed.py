@@ -15,6 +15,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -114,6 +115,13 @@ def test_bad_launch_fails_with_one_line(tmp_path, monkeypatch, env, extra, messa
     assert not (ws / "models").exists() and not (ws / "dvclive").exists()
 
 
+def test_ddp_code_path_in_a_world_of_one_on_cpu(monkeypatch):
+    """The CPU (gloo) twin of tests/test_gpu.py's NCCL check, in this process."""
+    from tests.test_gpu import fit_in_a_world_of_one
+
+    fit_in_a_world_of_one("cpu", monkeypatch)
+
+
 # --------------------------------------------------------------------------- slow: 2 processes
 
 
@@ -163,7 +171,7 @@ def test_first_step_equals_single_process_with_the_same_global_batch(tmp_path):
 
     def edit(p):
         p["model"].update(dropout=0.0, aug_drop=0.0, aug_add=0.0, lambda_self=0.0, reg_loss="mse")
-        p["train"].update(epochs=1, patience=1, batch_size=24)
+        p["train"].update(epochs=1, patience=1, batch_size=24, eval_batch_size=5)  # 3 valid batches: 2 ranks
 
     _edit(ws, edit)
     single = runner.invoke(app, train_args(ws))
@@ -190,6 +198,24 @@ def test_first_step_equals_single_process_with_the_same_global_batch(tmp_path):
     hb = json.loads((ws / "ddp" / "full" / "history.json").read_text())["0"][0]
     assert hb["train/total"] == pytest.approx(ha["train/total"], rel=1e-6)  # same examples, same loss
     assert hb["valid/MAE"] == pytest.approx(ha["valid/MAE"], rel=1e-4)
+
+    # the sharded validation (batches 0 and 2 on rank 0, batch 1 on rank 1, gathered) gave exactly
+    # the metrics one process computes for the DDP run's weights
+    from ssu_model.metrics import regression_metrics
+    from ssu_model.training import model_from_checkpoint, predict
+    from stages.modelling import load_inputs
+
+    ex, _labels, _dims = load_inputs(("valid",), ws / "features", ws / "parse", ws / "text_features", None,
+                                     ("text", "audio", "vision"))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in the ranks (train.threads 1)
+    try:
+        preds, _losses = predict(model_from_checkpoint(b), ex["valid"], 5)
+    finally:
+        torch.set_num_threads(threads)
+    labels = [e.record.label for e in ex["valid"]]
+    for name, value in regression_metrics(preds, np.asarray(labels, dtype=np.float64)).items():
+        assert hb[f"valid/{name}"] == value, name
 
 
 def _read_lines(stream, sink: queue.Queue) -> None:
@@ -247,7 +273,6 @@ def test_an_error_on_one_rank_fails_every_rank(tmp_path):
     """A data error that only one rank meets (a non-finite word state in one training utterance:
     the rank whose shard holds it stops with "training diverged") fails the other rank too,
     each with one line naming its rank, and no model directory is written."""
-    import numpy as np
 
     from ssu_model.text_encoder import read_text_states, write_text_states
 

@@ -65,3 +65,49 @@ def test_training_step_on_cuda_reduces_loss_and_reaches_lambda():
         opt.step()
         first = out.losses["reg"].item() if first is None else first
     assert out.losses["reg"].item() < first
+
+
+def fit_in_a_world_of_one(device: str, monkeypatch) -> None:
+    """The data-parallel code path of `fit` (DDP, DistributedSampler, sharded validation, the
+    collectives) in a process group of one process: gloo on "cpu", NCCL on "cuda". The sharded
+    validation of a group of one is the single-process one, so the predictions must agree."""
+    import socket
+
+    from ssu_model.distributed import Rendezvous, init_distributed, teardown
+    from ssu_model.training import Example, TrainConfig, fit, predict
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", str(port))
+    batch_records = []
+    for seed in range(3):
+        rng = np.random.default_rng(seed)
+        for _ in range(8):
+            words = int(rng.integers(1, 12))
+            batch_records.append(UtteranceRecord(
+                word_states=rng.standard_normal((words, 32)).astype(np.float32),
+                heads=np.array([0] + [int(rng.integers(0, i)) for i in range(1, words)], dtype=np.int64),
+                deps=[int(d) for d in rng.integers(0, 16, words)],
+                audio=rng.standard_normal((20, 5)).astype(np.float32),
+                vision=rng.standard_normal((20, 20)).astype(np.float32),
+                label=float(rng.uniform(-3, 3))))
+    examples = [Example(str(i), r) for i, r in enumerate(batch_records)]
+    ctx = init_distributed(Rendezvous(rank=0, world_size=1, local_rank=0), device)
+    try:
+        torch.manual_seed(0)
+        model = SSU(_config())
+        result = fit(model, examples[:16], examples[16:], TrainConfig(epochs=2, batch_size=8, eval_batch_size=3),
+                     0, ctx.device, dist=ctx)
+        assert result.epochs_run == 2 and len(result.history) == 2
+        assert next(model.parameters()).device.type == device
+        sharded, _ = predict(model, examples[16:], 3, ctx.device, dist=ctx)
+        plain, _ = predict(model, examples[16:], 3, ctx.device)
+        np.testing.assert_array_equal(sharded, plain)
+    finally:
+        teardown()
+
+
+def test_ddp_code_path_runs_on_cuda_with_world_size_1(monkeypatch):
+    fit_in_a_world_of_one("cuda", monkeypatch)

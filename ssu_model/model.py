@@ -114,9 +114,11 @@ class SSU(nn.Module):
     def fit_stream_statistics(self, records) -> None:
         """Fit the audio/vision standardisation (``standardize_streams``) on training records
         (``UtteranceRecord``s): every real step of the split, per dimension."""
-        standardizer = self.graph_builder.standardizer
-        if standardizer is None:
+        if not self.config.standardize_streams:
             raise ValueError("standardize_streams is off: there are no stream statistics to fit")
+        standardizer = self.graph_builder.standardizer
+        if standardizer is None:  # the model reads text only: no stream to standardise
+            return
         values = {}
         for m in self.config.modalities[1:]:
             arrays = [getattr(r, m) for r in records if getattr(r, m) is not None and len(getattr(r, m))]

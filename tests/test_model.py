@@ -640,3 +640,14 @@ def test_modality_dropout_removes_stream_graphs_in_training_only():
     assert (ev["audio"] > 0).all() and (ev["vision"] > 0).all()
     with pytest.raises(ValueError, match="modality_dropout"):
         tiny(modality_dropout=1.0)
+
+
+def test_stream_statistics_of_a_text_only_model_are_a_no_op():
+    """A pipeline that standardises its streams also trains text-only variants (no stream to fit)."""
+    rng = np.random.default_rng(6)
+    recs = [record(rng, 4, 6, 5) for _ in range(3)]
+    model = SSU(tiny(audio_dim=None, vision_dim=None, standardize_streams=True))
+    model.fit_stream_statistics(recs)
+    assert model.graph_builder.standardizer is None
+    with pytest.raises(ValueError, match="standardize_streams is off"):
+        SSU(tiny()).fit_stream_statistics(recs)

@@ -33,7 +33,7 @@ import typer
 from stages.common import atomic_dir, fail, log, stage_command
 from stages.errors import ParamError, StageError
 from ssu_model.errors import DataError
-from stages.inputs import FEATURES_OPTION, PARSE_OPTION, TEXT_FEATURES_OPTION, input_dirs
+from stages.inputs import FEATURES_OPTION, PARSE_OPTION, TEXT_FEATURES_OPTION, encoder_path, input_dirs
 from stages.modelling import build_model_config, load_inputs, model_overrides
 from stages.params import BaseParams, build, load_params, load_section
 
@@ -177,7 +177,6 @@ def main(
 
     raw = load_params(params)
     base = load_section(raw, "base", BaseParams)
-    from stages.inputs import encoder_path
     from stages.params import TextFeaturesParams
 
     tf = load_section(raw, "text_features", TextFeaturesParams)
@@ -271,9 +270,11 @@ def _distributed(rendezvous, device: str, backend: str, timeout_s: float, run) -
         raise
     finally:
         # a rank that failed after joining is on its way out: torchrun's SIGTERM (sent when it sees
-        # the other rank fail) must not cut its error line short
+        # the other rank fail) must not cut its error line short, and the process group is left to
+        # the exit (destroying a group whose peer died can block, with NCCL)
         signal.signal(signal.SIGTERM, signal.SIG_IGN if (joined and failed) else previous)
-        teardown()
+        if not failed:
+            teardown()
 
 
 def _train(*, variant, base, tf, overrides, tp, features, parse_dir, text_features, llm_states, out, live,
@@ -300,6 +301,11 @@ def _train(*, variant, base, tf, overrides, tp, features, parse_dir, text_featur
     if tp.finetune_text:
         from ssu_model.text_encoder import TextEncoder
         from stages.inputs import parse_max_length, read_parse_table
+
+        if not main_rank:  # transformers' loading progress bars: rank 0's is enough
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()
 
         max_length = parse_max_length(read_parse_table(parse_dir / "train.parquet"), parse_dir / "train.parquet")
         encoder = TextEncoder(encoder_path(tf.model_path), max_length=max_length)

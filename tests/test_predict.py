@@ -41,7 +41,13 @@ def ws(tmp_path_factory):
     from ssu_model import sample
 
     root = tmp_path_factory.mktemp("predict")
-    sample.dump(sample.generate(0, SIZES, aligned=False, nonfinite_share=0.25), root / "sample.pkl")
+    data = sample.generate(0, SIZES, aligned=False, nonfinite_share=0.25)
+    rng = np.random.default_rng(1)
+    for split in data.values():  # rows out of id order: features sorts them, so must predict
+        order = rng.permutation(len(split["id"]))
+        for key, value in split.items():
+            split[key] = value[order]
+    sample.dump(data, root / "sample.pkl")
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["base"] = {"seeds": [0, 1], "device": "cpu"}
     params["parse"]["cache"] = None
@@ -86,6 +92,7 @@ def test_predict_matches_evaluate_on_the_test_split(ws, tmp_path):
             assert "non-finite" in r.output and "replaced by 0" in r.output
         got = pq.read_table(out).to_pandas().set_index("id")
         assert len(got) == SIZES[2] and set(got.split) == {"test"}
+        assert list(got.index) == sorted(got.index)  # rows in id order, as features writes them
         for seed in (0, 1):
             part = evaluated[evaluated.seed == seed].set_index("id")
             assert sorted(part.index) == sorted(got.index)
@@ -95,11 +102,23 @@ def test_predict_matches_evaluate_on_the_test_split(ws, tmp_path):
         np.testing.assert_allclose(got.loc[mean.index, "score"], mean, atol=1e-5, rtol=0)
 
 
-def test_text_only_model_ignores_streams_with_a_note(ws):
-    r = _ok(_invoke(predict_args(ws, "text_only", "--input", ws / "sample.pkl", "--split", "valid")))
+def test_text_only_model_ignores_streams_with_a_note(ws, tmp_path):
+    from ssu_model import inference
+
+    out = tmp_path / "valid.json"
+    r = _ok(_invoke(predict_args(ws, "text_only", "--input", ws / "sample.pkl", "--split", "valid", "--out", out)))
     assert "the input's audio is ignored" in r.output and "the input's vision is ignored" in r.output
     lines = [ln for ln in r.stdout.splitlines() if ln.strip()]
     assert lines[0].split()[:4] == ["id", "split", "label", "score"] and len(lines) == 1 + SIZES[1]
+    # ignored means dropped: the same texts as plain lines score the same
+    rows = json.loads(out.read_text())["rows"]
+    (tmp_path / "valid.txt").write_text("\n".join(r["text"] for r in rows) + "\n")
+    _ok(_invoke(predict_args(ws, "text_only", "--file", tmp_path / "valid.txt", "--out", out)))
+    np.testing.assert_allclose([r["score"] for r in json.loads(out.read_text())["rows"]],
+                               [r["score"] for r in rows], atol=1e-6)
+    utts = inference.from_source(ws / "sample.pkl", ("valid",))
+    kept, notes = inference.select_streams(inference.load_model_folder(ws / "models" / "text_only"), utts)
+    assert utts.has_audio and not kept.has_audio and not kept.has_vision and len(notes) == 2
 
 
 def test_label_csv_input(ws, tmp_path):

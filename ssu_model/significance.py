@@ -332,8 +332,10 @@ def _scale(name: str) -> float:
 def _num(name: str, v: float, signed: bool = False) -> str:
     digits = 2 if name in PERCENT_METRICS else 4
     x = v * _scale(name)
-    if abs(x) < 0.5 * 10 ** -digits:
-        x = 0.0  # no "-0.00"
+    if x == 0.0:
+        x = 0.0  # not "-0.00"
+    if signed and x != 0.0 and abs(x) < 0.5 * 10 ** -digits:
+        return f"{x:+.1e}"  # a difference too small for the fixed digits is still shown as one
     return f"{x:+.{digits}f}" if signed else f"{x:.{digits}f}"
 
 

@@ -341,6 +341,7 @@ def main(
 ) -> None:
     """Compare two runs per metric: mean ± std per side, b − a, and whether it is more than noise
     (per-seed t-test, paired bootstrap over test utterances)."""
+    from ssu_model.errors import DataError
     from ssu_model.significance import compare_sides
 
     names = _metric_names(metric)
@@ -379,8 +380,14 @@ def main(
     else:
         log(f"diff: bootstrap: {n_boot} resamples of the test utterances, seeds {len(preds_a.seeds)} + "
             f"{len(preds_b.seeds)} ...")
-    report = compare_sides(a.metrics, b.metrics, preds_a=preds_a, preds_b=preds_b, metrics=names, n_boot=n_boot,
-                           rng_seed=seed, alpha=alpha, resample_seeds=resample_seeds, noise_floor=floors)
+    try:
+        report = compare_sides(a.metrics, b.metrics, preds_a=preds_a, preds_b=preds_b, metrics=names,
+                               n_boot=n_boot, rng_seed=seed, alpha=alpha, resample_seeds=resample_seeds,
+                               noise_floor=floors)
+    except DataError as exc:
+        if preds_a is not None and "share no test utterance" in str(exc):
+            fail(f"{exc}; --n-boot 0 compares the per-seed metrics only")
+        raise
     boot = report["bootstrap"]
     if boot is not None:
         if boot["ids_only_in_a"] or boot["ids_only_in_b"]:

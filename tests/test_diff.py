@@ -397,7 +397,7 @@ def test_error_paths(repo, tmp_path):
     y = labels(60)
     write_run(repo, "full", side(y, {s: y for s in (0, 1)}, [f"x{i}" for i in range(60)]))
     r = diff(repo, "HEAD~1")
-    assert r.exit_code == 1 and "share no test utterance id" in r.output
+    assert r.exit_code == 1 and "share no test utterance id" in r.output and "--n-boot 0" in r.output
     # Bad usage: exit 2.
     assert diff(repo, "--metric", "F1").exit_code == 2
     assert diff(repo, "--alpha", "1.5").exit_code == 2

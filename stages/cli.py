@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from stages import compare, evaluate, features, llm_graphs, parse, predict, sample, text_features, train
+from stages import compare, diff, evaluate, features, llm_graphs, parse, predict, sample, text_features, train
 
 app = typer.Typer(
     help="SSU pipeline: multimodal sentiment analysis with the Structural-Semantic Unifier.",
@@ -24,6 +24,7 @@ COMMANDS = [
     ("llm-graphs", llm_graphs, "Model"),
     ("evaluate", evaluate, "Evaluation"),
     ("compare", compare, "Evaluation"),
+    ("diff", diff, "Evaluation"),
     ("predict", predict, "Using a trained model"),
 ]
 

@@ -1,0 +1,429 @@
+"""Command `diff`: does a metric move between two runs by more than noise? (not a DVC stage)
+
+    python -m stages diff                        # full: HEAD against the workspace (like dvc metrics diff)
+    python -m stages diff HEAD~1 HEAD            # two commits
+    python -m stages diff --variant full --variant-b text_only          # two variants, both in the workspace
+    python -m stages diff --pipeline pipelines/mosi-av --variant full --variant-b text_only
+    python -m stages diff --pipeline pipelines/mosi-av --pipeline-b pipelines/mosi-text --variant-b frozen
+    python -m stages diff HEAD~1 --metric MAE,Has0_acc_2 --noise-floor floor.json --out diff.json
+
+A side is (revision, pipeline folder, variant): ``<pipeline>/metrics/<variant>.json`` (git-tracked,
+contract D) and ``<pipeline>/reports/predictions/<variant>.parquet`` (the DVC output of `evaluate`:
+one row per (seed, id)). At a commit the metrics come from git and the predictions from git if
+tracked there, else from the local DVC cache through ``<pipeline>/dvc.lock`` of that commit (the
+``md5`` of the output), else through ``dvc.api`` (a configured remote or cache). "workspace" reads the
+working tree. Missing predictions: a note and the per-seed test only (``--require-bootstrap`` makes
+it an error). The statistics are ``ssu_model.significance``'s.
+
+Output: a markdown table on stdout (``--json``: the JSON instead), ``--out FILE.json``: the JSON with
+everything (sides with resolved commits, settings, per-seed values, CIs, tests, notes), written
+atomically. Same inputs and options, byte-identical JSON. Data errors (unknown revision, missing
+metrics, no shared utterance ids, a malformed file): one ``error:`` line, exit 1; bad usage: exit 2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import posixpath
+import subprocess
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from stages.common import atomic_file, fail, log, stage_command
+
+SECTIONS: tuple[str, ...] = ()  # reads no params.yaml section
+WORKSPACE = "workspace"
+# A recomputed per-seed metric may differ from the JSON's by float rounding only.
+CONSISTENCY_TOLERANCE = 1e-6
+
+
+@dataclasses.dataclass
+class Side:
+    name: str  # "a" or "b"
+    rev: str  # as given; "workspace" = the working tree
+    commit: Optional[str]  # full hash; None for the workspace
+    pipeline: str  # "." or a folder such as "pipelines/mosi-av"
+    variant: str
+    metrics: Optional[dict] = None
+    predictions: Any = None  # significance.SeedPredictions, or None when unavailable
+    predictions_note: Optional[str] = None  # why predictions are unavailable
+
+    def path(self, *parts: str) -> str:
+        p = Path(self.pipeline, *parts).as_posix()
+        return p[2:] if p.startswith("./") else p
+
+    @property
+    def metrics_path(self) -> str:
+        return self.path("metrics", f"{self.variant}.json")
+
+    @property
+    def predictions_path(self) -> str:
+        return self.path("reports", "predictions", f"{self.variant}.parquet")
+
+    @property
+    def where(self) -> str:
+        return WORKSPACE if self.commit is None else f"{self.rev} ({self.commit[:7]})"
+
+    def describe(self) -> str:
+        dvc_yaml = self.path("dvc.yaml")
+        at = "in the workspace" if self.commit is None else f"at `{self.rev}` ({self.commit[:7]})"
+        return f"`{self.variant}` {at}, pipeline `{dvc_yaml}`"
+
+
+# ---- git and the DVC cache
+
+def _git(root: Path, *args: str) -> subprocess.CompletedProcess:
+    try:
+        return subprocess.run(["git", "-C", str(root), *args], capture_output=True, check=False)
+    except FileNotFoundError:
+        fail("git is not installed (needed to read a revision)")
+
+
+def _resolve(root: Path, rev: str) -> Optional[str]:
+    """Full commit hash of ``rev``; None for the workspace."""
+    if rev == WORKSPACE:
+        return None
+    if _git(root, "rev-parse", "--git-dir").returncode != 0:
+        fail(f"{root} is not a git repository: cannot read revision {rev!r}")
+    res = _git(root, "rev-parse", "--verify", "--quiet", "--end-of-options", f"{rev}^{{commit}}")
+    if res.returncode != 0:
+        fail(f"unknown revision {rev!r} (not a commit of {root})")
+    return res.stdout.decode().strip()
+
+
+def _head(root: Path) -> Optional[str]:
+    res = _git(root, "rev-parse", "--verify", "--quiet", "HEAD")
+    return res.stdout.decode().strip() if res.returncode == 0 else None
+
+
+def _git_blob(root: Path, commit: str, rel: str) -> Optional[bytes]:
+    res = _git(root, "cat-file", "blob", f"{commit}:./{rel}")
+    return res.stdout if res.returncode == 0 else None
+
+
+def _lock_entry(lock: dict, pipeline: str, rel: str) -> Optional[dict]:
+    """The dvc.lock out whose path is ``rel`` (relative to the root); a lock's paths are relative to
+    the stage's wdir: the pipeline folder (wdir .) or the root (this project's pipelines/*: wdir ../..)."""
+    want = posixpath.normpath(rel)
+    for stage in (lock.get("stages") or {}).values():
+        for out in (stage or {}).get("outs") or []:
+            path = str(out.get("path", ""))
+            if want in (posixpath.normpath(path), posixpath.normpath(posixpath.join(pipeline, path))):
+                return out
+    return None
+
+
+def _from_dvc(root: Path, side: Side, rel: str) -> tuple[Optional[bytes], Optional[str]]:
+    """(bytes, None) or (None, why) for a DVC output of ``side``'s commit."""
+    import yaml
+
+    lock_rel = side.path("dvc.lock")
+    raw = _git_blob(root, side.commit, lock_rel)
+    if raw is None:
+        return None, f"{rel} is not in git at {side.where} and there is no {lock_rel} there"
+    try:
+        lock = yaml.safe_load(raw) or {}
+    except yaml.YAMLError as exc:
+        return None, f"{lock_rel} at {side.where} is not valid YAML ({exc})"
+    entry = _lock_entry(lock, side.pipeline, rel) if isinstance(lock, dict) else None
+    if entry is None or not entry.get("md5"):
+        return None, f"{rel} is neither in git nor an output in {lock_rel} at {side.where}"
+    md5 = str(entry["md5"])
+    cache = root / ".dvc" / "cache"
+    for path in (cache / "files" / "md5" / md5[:2] / md5[2:], cache / md5[:2] / md5[2:]):  # DVC 3, DVC 2
+        if path.is_file():
+            data = path.read_bytes()
+            if hashlib.md5(data).hexdigest() == md5:
+                return data, None
+    try:  # a configured remote or cache elsewhere
+        import dvc.api
+
+        with dvc.api.open(rel, repo=str(root), rev=side.commit, mode="rb") as f:
+            data = f.read()
+        if hashlib.md5(data).hexdigest() == md5:
+            return data, None
+    except Exception:  # noqa: BLE001 - any failure means: not available here
+        pass
+    return None, (f"{rel} at {side.where} (md5 {md5[:8]}…) is in neither git nor the local DVC cache "
+                  f"(`dvc fetch` it from a remote, or it was never cached here)")
+
+
+def _read(root: Path, side: Side, rel: str, dvc_output: bool) -> tuple[Optional[bytes], Optional[str]]:
+    if side.commit is None:
+        path = root / rel
+        if path.is_file():
+            return path.read_bytes(), None
+        hint = " (a DVC output: `dvc checkout`/`dvc pull`, or run evaluate)" if dvc_output else ""
+        return None, f"{rel} is not in the workspace{hint}"
+    data = _git_blob(root, side.commit, rel)
+    if data is not None:
+        return data, None
+    if not dvc_output:
+        return None, f"{rel} does not exist at {side.where}"
+    return _from_dvc(root, side, rel)
+
+
+# ---- loading one side
+
+def _load_metrics(root: Path, side: Side) -> None:
+    data, why = _read(root, side, side.metrics_path, dvc_output=False)
+    if data is None:
+        fail(f"side {side.name}: metrics of `{side.variant}` not found: {why}")
+    try:
+        doc = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        fail(f"side {side.name}: {side.metrics_path} at {side.where} is not valid JSON: {exc}")
+    if not isinstance(doc, dict):
+        fail(f"side {side.name}: {side.metrics_path} at {side.where} is not a JSON object")
+    side.metrics = doc
+
+
+def _load_predictions(root: Path, side: Side) -> None:
+    import pyarrow.parquet as pq
+
+    from ssu_model.errors import DataError
+    from ssu_model.metrics import METRIC_NAMES
+    from ssu_model.significance import per_seed_metrics, seed_predictions
+
+    rel = side.predictions_path
+    data, why = _read(root, side, rel, dvc_output=True)
+    if data is None:
+        side.predictions_note = why
+        return
+    where = f"side {side.name}: {rel} at {side.where}"
+    try:
+        table = pq.read_table(io.BytesIO(data))
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a bad file
+        fail(f"{where} is not a readable Parquet file ({exc})")
+    missing = [c for c in ("seed", "id", "label", "prediction") if c not in table.column_names]
+    if missing:
+        fail(f"{where} lacks column(s) {', '.join(missing)}")
+    try:
+        preds = seed_predictions(table["seed"].to_numpy(), table["id"].to_pylist(), table["label"].to_numpy(),
+                                 table["prediction"].to_numpy(), where=where)
+    except DataError as exc:
+        fail(str(exc))
+    # The predictions must be the ones behind the metrics (a stale workspace file would not be).
+    json_seeds = sorted(int(s) for s in (side.metrics.get("per_seed") or {}))
+    if list(preds.seeds) != json_seeds:
+        side.predictions_note = (f"{rel} at {side.where} has seeds {list(preds.seeds)} but "
+                                 f"{side.metrics_path} has {json_seeds}: not the same run")
+        return
+    for seed, got in per_seed_metrics(preds).items():
+        want = side.metrics["per_seed"][str(seed)]
+        for name in METRIC_NAMES:
+            if not isinstance(want.get(name), (int, float)) or abs(got[name] - want[name]) > CONSISTENCY_TOLERANCE:
+                side.predictions_note = (f"{rel} at {side.where} does not reproduce {side.metrics_path} "
+                                         f"(seed {seed} {name}: {got[name]:.6g} vs {want.get(name)}): "
+                                         "not the same run (stale file?)")
+                return
+    side.predictions = preds
+
+
+def _read_floor(path: Path) -> dict[str, float]:
+    from ssu_model.metrics import METRIC_NAMES
+
+    if not path.is_file():
+        fail(f"noise floor file not found: {path}")
+    try:
+        doc = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        fail(f"{path} is not valid JSON: {exc}")
+    if not isinstance(doc, dict):
+        fail(f"{path}: the noise floor must be a JSON object {{metric: absolute floor}}")
+    floors = {}
+    for name, v in doc.items():
+        if name not in METRIC_NAMES:
+            fail(f"{path}: unknown metric {name!r} (one of {', '.join(METRIC_NAMES)})")
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not v >= 0 or v == float("inf"):
+            fail(f"{path}: the floor of {name} must be a finite number >= 0, got {v!r}")
+        floors[name] = float(v)
+    return floors
+
+
+def _pipeline(value: str) -> str:
+    p = Path(value.strip() or ".")
+    if p.is_absolute() or ".." in p.parts:
+        raise typer.BadParameter(f"must be a folder inside the repository (e.g. pipelines/mosi-av), got {value!r}")
+    return p.as_posix()
+
+
+def _metric_names(values: Optional[list[str]]) -> list[str]:
+    from ssu_model.metrics import METRIC_NAMES
+
+    if not values:
+        return list(METRIC_NAMES)
+    names: list[str] = []
+    for v in values:
+        for name in (x.strip() for x in v.split(",")):
+            if name and name not in METRIC_NAMES:
+                raise typer.BadParameter(f"unknown metric {name!r} (one of {', '.join(METRIC_NAMES)})",
+                                         param_hint="--metric")
+            if name and name not in names:
+                names.append(name)
+    if not names:
+        raise typer.BadParameter("no metric named", param_hint="--metric")
+    return names
+
+
+# ---- output
+
+def _markdown(doc: dict) -> str:
+    from ssu_model.significance import markdown_table
+
+    a, b = doc["sides"]["a"], doc["sides"]["b"]
+    s = doc["settings"]
+    boot = doc["bootstrap"]
+
+    def seeds(side):
+        return ", ".join(str(x) for x in side["seeds"])
+
+    lines = [f"**a**: {a['description']}; seeds {seeds(a)}",
+             f"**b**: {b['description']}; seeds {seeds(b)}", "", markdown_table(doc).rstrip("\n")]
+    conf = int(round(100 * (1 - s["alpha"])))
+    if boot is not None:
+        how = {"paired": "and of the seeds: one draw for both sides, which ran the same seeds",
+               "independent": "and of each side's seeds, drawn independently: the seed sets differ",
+               "none": "the seeds not resampled"}[boot["seed_resampling"]]
+        ci = (f"CI: {conf}% percentile interval of b − a over {boot['n_boot']} paired bootstrap resamples of the "
+              f"{boot['n_utterances']} test utterances both sides scored, {how}.")
+    else:
+        ci = "CI: none (no bootstrap: see the notes); the verdict rests on p (seeds)."
+    tests = sorted({r["seed_test"]["test"] for r in doc["metrics"].values()})
+    test = {"paired t": f"paired t-test over the {len(a['seeds'])} matching seeds",
+            "Welch t": "Welch's t-test over the per-seed values",
+            "none": "no test (a side has a single seed)"}
+    floor = s["noise_floor"]
+    floor_txt = ("none" if not floor else ", ".join(f"{k} {v:g}" for k, v in floor.items()))
+    evidence = "the CI excludes 0" if boot is not None else f"p (seeds) < {s['alpha']:g}"
+    lines += ["", f"Mean ± std over seeds (std with ddof 0, as MMSA). Acc/F1 in %, their differences in "
+                  f"percentage points; ↓: lower is better. {ci} p (seeds): "
+                  f"{'; '.join(test[t] for t in tests)}. Verdict for b against a: better/worse when {evidence} "
+                  f"and |b − a| exceeds the noise floor ({floor_txt}), else within noise."]
+    if doc["notes"]:
+        lines += ["", "Notes:"] + [f"- {n}" for n in doc["notes"]]
+    return "\n".join(lines) + "\n"
+
+
+@stage_command
+def main(
+    a_rev: Optional[str] = typer.Argument(
+        None, metavar="A_REV", show_default=False,
+        help="side a's git revision, or 'workspace' (default: HEAD when both sides are the same variant and "
+             "pipeline, as dvc metrics diff; else workspace)"),
+    b_rev: str = typer.Argument(WORKSPACE, metavar="B_REV", help="side b's git revision, or 'workspace'"),
+    variant: str = typer.Option("full", "--variant", "-v", help="side a's variant (and b's unless --variant-b)"),
+    variant_b: Optional[str] = typer.Option(None, "--variant-b", help="side b's variant (default: --variant)"),
+    pipeline: str = typer.Option(".", "--pipeline", "-p",
+                                 help="side a's pipeline folder: '.' the sample, or e.g. pipelines/mosi-av "
+                                      "(and b's unless --pipeline-b)"),
+    pipeline_b: Optional[str] = typer.Option(None, "--pipeline-b", help="side b's pipeline folder (default: --pipeline)"),
+    metric: Optional[list[str]] = typer.Option(
+        None, "--metric", "-m", help="metrics to show (repeat or comma-separate; default all eight)"),
+    n_boot: int = typer.Option(2000, "--n-boot", min=0, help="bootstrap resamples (0: per-seed test only)"),
+    seed: int = typer.Option(0, "--seed", help="seed of the bootstrap's random draws"),
+    alpha: float = typer.Option(0.05, "--alpha", help="1 - the CI level (0.05: 95% CI); the p threshold "
+                                "without bootstrap"),
+    noise_floor: Optional[Path] = typer.Option(
+        None, "--noise-floor", help="JSON {metric: absolute floor}: smaller differences are within noise"),
+    resample_seeds: bool = typer.Option(True, "--resample-seeds/--no-resample-seeds",
+                                        help="bootstrap the seeds as well as the utterances"),
+    require_bootstrap: bool = typer.Option(False, "--require-bootstrap",
+                                           help="fail instead of falling back when predictions are missing"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="write the JSON report here"),
+    json_output: bool = typer.Option(False, "--json", help="print the JSON report instead of the table"),
+    repo: Path = typer.Option(Path("."), "--repo", help="repository root (git + DVC)"),
+) -> None:
+    """Compare two runs per metric: mean ± std per side, b − a, and whether it is more than noise
+    (per-seed t-test, paired bootstrap over test utterances)."""
+    from ssu_model.errors import DataError
+    from ssu_model.significance import compare_sides
+
+    names = _metric_names(metric)
+    if not 0.0 < alpha < 1.0:
+        raise typer.BadParameter(f"must be between 0 and 1 (exclusive), got {alpha}", param_hint="--alpha")
+    pipe_a = _pipeline(pipeline)
+    pipe_b = _pipeline(pipeline_b) if pipeline_b is not None else pipe_a
+    var_b = variant_b or variant
+    if out is not None and out.suffix.lower() != ".json":
+        raise typer.BadParameter("the file name must end in .json", param_hint="--out")
+    if a_rev is None:
+        a_rev = "HEAD" if (var_b, pipe_b) == (variant, pipe_a) else WORKSPACE
+    root = repo
+    if not root.is_dir():
+        fail(f"repository folder not found: {root}")
+    floors = _read_floor(noise_floor) if noise_floor is not None else {}
+
+    sides = [Side("a", a_rev, _resolve(root, a_rev), pipe_a, variant),
+             Side("b", b_rev, _resolve(root, b_rev), pipe_b, var_b)]
+    notes: list[str] = []
+    for side in sides:
+        _load_metrics(root, side)
+    if n_boot > 0:
+        for side in sides:
+            _load_predictions(root, side)
+            if side.predictions_note:
+                if require_bootstrap:
+                    fail(f"side {side.name}: no usable predictions: {side.predictions_note}")
+                notes.append(f"side {side.name}: no bootstrap: {side.predictions_note}")
+    a, b = sides
+    if (a.commit, a.pipeline, a.variant) == (b.commit, b.pipeline, b.variant):
+        notes.append("both sides are the same files")
+    preds_a, preds_b = a.predictions, b.predictions
+    if preds_a is None or preds_b is None:
+        preds_a = preds_b = None
+    else:
+        log(f"diff: bootstrap: {n_boot} resamples of the test utterances, seeds {len(preds_a.seeds)} + "
+            f"{len(preds_b.seeds)} ...")
+    try:
+        report = compare_sides(a.metrics, b.metrics, preds_a=preds_a, preds_b=preds_b, metrics=names,
+                               n_boot=n_boot, rng_seed=seed, alpha=alpha, resample_seeds=resample_seeds,
+                               noise_floor=floors)
+    except DataError as exc:
+        if preds_a is not None and "share no test utterance" in str(exc):
+            fail(f"{exc}; --n-boot 0 compares the per-seed metrics only")
+        raise
+    boot = report["bootstrap"]
+    if boot is not None:
+        if boot["ids_only_in_a"] or boot["ids_only_in_b"]:
+            notes.append(f"the bootstrap uses the {boot['n_utterances']} utterances both sides scored "
+                         f"({boot['ids_only_in_a']} only in a, {boot['ids_only_in_b']} only in b); its verdict "
+                         "judges the difference on those, the b − a column is the metrics JSON's")
+        if boot["labels_differ"]:
+            notes.append(f"{boot['labels_differ']} shared utterance ids have different labels on the two sides "
+                         "(each side is scored against its own)")
+    if n_boot == 0:
+        notes.append("--n-boot 0: no bootstrap, the verdict rests on the per-seed test")
+    head = _head(root) if any(s.commit is None for s in sides) else None
+    doc = {
+        "sides": {s.name: {"rev": s.rev, "commit": s.commit, "head": head if s.commit is None else None,
+                           "pipeline": s.pipeline, "variant": s.variant, "metrics": s.metrics_path,
+                           "predictions": s.predictions_path,
+                           "predictions_used": report["bootstrap"] is not None,
+                           "predictions_note": s.predictions_note,
+                           "seeds": report["seeds"][s.name],
+                           "n_utterances": len(s.predictions.ids) if s.predictions is not None else None,
+                           "description": s.describe()}
+                  for s in sides},
+        **report,
+        "notes": notes,
+    }
+    del doc["seeds"]
+    text = json.dumps(doc, indent=2, sort_keys=True, allow_nan=False, ensure_ascii=False) + "\n"
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_file(out) as tmp:
+            tmp.write_text(text, encoding="utf-8")
+    if json_output:
+        typer.echo(text, nl=False)
+        for n in notes:
+            log(f"diff: note: {n}")
+    else:
+        typer.echo(_markdown(doc), nl=False)
+    if out is not None:
+        log(f"diff: wrote {out}")

@@ -28,7 +28,6 @@ Per utterance: ``score`` = mean of the seeds' predictions; ``class7`` =
 from __future__ import annotations
 
 import dataclasses
-import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -83,10 +82,10 @@ def parse_settings(meta: dict[str, Any], spacy_model: str | None = None,
                    max_length: int | None = None) -> ParseSettings:
     """The parse/encoder settings of a checkpoint's ``meta``.
 
-    `train` records ``text_encoder`` always and ``max_length`` only when it fine-tunes the encoder;
-    it does not record the spaCy model or the tokenizer. What is missing is derived: tokenizer =
-    the text encoder's (the pipeline requires them to be the same), spaCy model and max_length =
-    the project defaults (``syntax.ParseConfig``). Keys ``spacy_model``, ``tokenizer`` and
+    `train` records ``text_encoder``, and (from the parse split's metadata) ``spacy_model`` and
+    ``parse_max_length``; folders trained before it did record only ``max_length``, and only when
+    fine-tuning. What is missing is derived: tokenizer = the text encoder's (the pipeline requires
+    them to be the same), spaCy model and max_length = the project defaults (``syntax.ParseConfig``). Keys ``spacy_model``, ``tokenizer`` and
     ``parse_max_length`` in ``meta`` are used when present. ``spacy_model``/``max_length``
     arguments override (the caller's explicit choice)."""
     from ssu_model.syntax import ParseConfig
@@ -123,23 +122,6 @@ def parse_settings(meta: dict[str, Any], spacy_model: str | None = None,
     return ParseSettings(spacy, str(tokenizer), length, str(encoder), derived)
 
 
-def seed_checkpoints(folder: Path) -> list[tuple[int, Path]]:
-    """(seed, path) of every ``seed_<s>.pt`` in ``folder``, by seed."""
-    folder = Path(folder)
-    if not folder.exists():
-        raise DataError(f"model folder not found: {folder} (train writes models/<variant>/)")
-    if not folder.is_dir():
-        raise DataError(f"not a model folder: {folder}")
-    found = []
-    for p in folder.iterdir():
-        m = re.fullmatch(r"seed_(\d+)\.pt", p.name)
-        if m:
-            found.append((int(m.group(1)), p))
-    if not found:
-        raise DataError(f"{folder} holds no seed_<n>.pt checkpoints (not a model folder written by train?)")
-    return sorted(found)
-
-
 @dataclass
 class TrainedModel:
     """Every seed's checkpoint of one model folder, checked to describe one model."""
@@ -171,7 +153,7 @@ _SHARED_META = ("dep_labels", "text_encoder", "max_length", "finetune_text", "ll
 def load_model_folder(folder: Path | str, spacy_model: str | None = None,
                       max_length: int | None = None) -> TrainedModel:
     """Load and check every seed checkpoint of ``folder`` (a `train` output)."""
-    from ssu_model.training import load_checkpoint
+    from ssu_model.training import load_checkpoint, seed_checkpoints
 
     folder = Path(folder)
     found = seed_checkpoints(folder)

@@ -66,7 +66,7 @@ class StreamStandardizer(nn.Module):
         """``values``: modality -> (n_steps, d) every real step of the training split."""
         for m, v in values.items():
             if v.ndim != 2 or v.shape[0] == 0:
-                raise ValueError(f"no {m} steps to fit the stream statistics on")
+                raise DataError(f"the training split has no {m} steps to fit the stream statistics on (every {m} stream empty?)")
             v = v.double()
             mean, std = v.mean(0), v.std(0, unbiased=False)
             getattr(self, f"{m}_mean").copy_(mean)

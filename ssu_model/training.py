@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import random
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -463,6 +464,23 @@ def make_checkpoint(model_config, fit_result: FitResult, seed: int, meta: Mappin
 
 def save_checkpoint(ckpt: dict, path: Path | str) -> None:
     torch.save(ckpt, str(path))
+
+
+def seed_checkpoints(folder: Path) -> list[tuple[int, Path]]:
+    """(seed, path) of every ``seed_<s>.pt`` in ``folder``, by seed."""
+    folder = Path(folder)
+    if not folder.exists():
+        raise DataError(f"model folder not found: {folder} (train writes models/<variant>/)")
+    if not folder.is_dir():
+        raise DataError(f"not a model folder: {folder}")
+    found = []
+    for p in folder.iterdir():
+        m = re.fullmatch(r"seed_(\d+)\.pt", p.name)
+        if m:
+            found.append((int(m.group(1)), p))
+    if not found:
+        raise DataError(f"{folder} holds no seed_<n>.pt checkpoints (not a model folder written by train?)")
+    return sorted(found)
 
 
 def load_checkpoint(path: Path | str) -> dict:

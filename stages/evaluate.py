@@ -13,7 +13,6 @@ Outputs
 from __future__ import annotations
 
 import dataclasses
-import re
 from pathlib import Path
 from typing import Optional
 
@@ -39,21 +38,6 @@ class EvaluateParams:
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise ParamError(f"batch_size must be >= 1, got {self.batch_size}")
-
-
-def seed_checkpoints(models: Path) -> list[tuple[int, Path]]:
-    from ssu_model.errors import DataError
-
-    if not models.is_dir():
-        raise DataError(f"model dir not found: {models} (run train)")
-    found = []
-    for p in models.iterdir():
-        m = re.fullmatch(r"seed_(\d+)\.pt", p.name)
-        if m:
-            found.append((int(m.group(1)), p))
-    if not found:
-        raise DataError(f"{models} holds no seed_<n>.pt checkpoints")
-    return sorted(found)
 
 
 def _png_plots(out: Path, conf, y, preds_by_seed, history) -> None:
@@ -137,7 +121,7 @@ def main(
 
     from ssu_model.errors import DataError
     from ssu_model.metrics import confusion7, metrics_report, regression_metrics, seven_class
-    from ssu_model.training import load_checkpoint, model_from_checkpoint, predict, seed_everything
+    from ssu_model.training import load_checkpoint, model_from_checkpoint, predict, seed_checkpoints, seed_everything
     from stages.common import deterministic_torch, resolve_device
     from stages.modelling import load_inputs
     from stages.inputs import encoder_path

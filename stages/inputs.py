@@ -57,6 +57,25 @@ def read_parse_table(path: Path):
     return read_parse(path)
 
 
+def recorded_parse_settings(path: Path) -> dict:
+    """How a parse split was made, from its Parquet metadata, as `train` records it in every
+    checkpoint's meta (so `predict` re-parses new text the same way): ``spacy_model``,
+    ``parse_max_length`` and ``parse`` (spaCy/model versions, tokenizer name and fingerprint,
+    text normalisation)."""
+    import pyarrow.parquet as pq
+
+    from ssu_model.errors import DataError
+
+    if not path.is_file():
+        raise DataError(f"parse file not found: {path} (run parse)")
+    meta = {k.decode(): v.decode() for k, v in (pq.read_schema(str(path)).metadata or {}).items()
+            if k.startswith(b"ssu.") and k != b"ssu.dep_labels"}
+    if "ssu.spacy_model" not in meta or "ssu.max_length" not in meta:
+        raise DataError(f"{path}: parse metadata lacks ssu.spacy_model / ssu.max_length (not written by parse?)")
+    return {"spacy_model": meta["ssu.spacy_model"], "parse_max_length": int(meta["ssu.max_length"]),
+            "parse": {k[len("ssu."):]: v for k, v in sorted(meta.items())}}
+
+
 def parse_max_length(table, path: Path) -> int:
     from ssu_model.errors import DataError
 

@@ -33,7 +33,7 @@ import typer
 from stages.common import atomic_dir, fail, log, stage_command
 from stages.errors import ParamError, StageError
 from ssu_model.errors import DataError
-from stages.inputs import FEATURES_OPTION, PARSE_OPTION, TEXT_FEATURES_OPTION, encoder_path, input_dirs
+from stages.inputs import FEATURES_OPTION, PARSE_OPTION, TEXT_FEATURES_OPTION, encoder_path, input_dirs, recorded_parse_settings
 from stages.modelling import build_model_config, load_inputs, model_overrides
 from stages.params import BaseParams, build, load_params, load_section
 
@@ -330,6 +330,7 @@ def _train(*, variant, base, tf, overrides, tp, features, parse_dir, text_featur
         "max_length": max_length,
         "llm_states": str(llm_states) if llm_states is not None else None,
         "finetune_text": tp.finetune_text,
+        **recorded_parse_settings(parse_dir / "train.parquet"),  # predict re-parses with these
     }
     history: dict[str, Any] = {}
     summary: dict[str, Any] = {}

@@ -109,7 +109,7 @@ def test_missing_seed_checkpoint_is_named(trained, tmp_path):
 def test_missing_models_dir(tmp_path):
     ws = make_workspace(tmp_path, sizes=(6, 4, 4))
     r = runner.invoke(app, eval_args(ws, "full"))
-    assert r.exit_code == 1 and "model dir not found" in r.output
+    assert r.exit_code == 1 and "model folder not found" in r.output
     assert not (ws / "metrics" / "full.json").exists()
 
 

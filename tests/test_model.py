@@ -602,6 +602,9 @@ def test_stream_standardisation_uses_train_statistics_and_travels_with_the_model
     model = SSU(tiny(standardize_streams=True)).eval()
     with pytest.raises(DataError, match="never fitted"):
         model(b)
+    empty = [dataclasses.replace(r, audio=r.audio[:0]) for r in recs]  # a split without audio steps
+    with pytest.raises(DataError, match="no audio steps"):
+        model.fit_stream_statistics(empty)
     model.fit_stream_statistics(recs)
     audio = np.concatenate([r.audio for r in recs])
     st = model.graph_builder.standardizer

@@ -116,6 +116,9 @@ def test_train_writes_one_checkpoint_per_seed(workspace):
     assert ckpt["seed"] == 0 and ckpt["model_config"]["text_dim"] == TEXT_DIM
     assert ckpt["model_config"]["audio_dim"] == 5 and ckpt["model_config"]["vision_dim"] == 20
     assert ckpt["meta"]["dep_labels"] == DEP_LABELS
+    # the parse settings, read from the parse split's metadata, so predict re-parses the same way
+    assert ckpt["meta"]["spacy_model"] == "x" and ckpt["meta"]["parse_max_length"] == 128
+    assert ckpt["meta"]["parse"]["tokenizer"] == "fake" and "dep_labels" not in ckpt["meta"]["parse"]
     assert all(isinstance(v, torch.Tensor) for v in ckpt["state"].values())
     env = json.loads((out / "env.json").read_text())
     assert env["device"] == "cpu" and env["world_size"] == 1 and env["torch"] == torch.__version__

@@ -168,13 +168,24 @@ def _seed_mean(side_pred: np.ndarray, label: np.ndarray, idx: np.ndarray, draw: 
     return total / len(draw)
 
 
+def canonical_ids(ids: Sequence[str]) -> dict[str, int] | None:
+    """{canonical id: position} with MMSA pickle ids ``<video>$_$<clip>`` written as the label CSV's
+    ``<video>_<clip>``, so the two real MOSI files name a clip alike; None when two ids of one side
+    would become the same (the mapping would not be one to one)."""
+    canon = [str(u).replace("$_$", "_") for u in ids]
+    if len(set(canon)) != len(canon):
+        return None
+    return {u: i for i, u in enumerate(canon)}
+
+
 def paired_bootstrap(a: SeedPredictions, b: SeedPredictions, *, n_boot: int, rng_seed: int = 0,
                      alpha: float = 0.05, resample_seeds: bool = True) -> dict[str, Any]:
     """Percentile CI of mean-over-seeds metric(b) - metric(a) by a paired bootstrap (see module doc).
 
     Only the utterance ids both sides scored take part (DataError when there are none). Each side
     is scored against its own labels. Returns {"n_utterances", "ids_only_in_a", "ids_only_in_b",
-    "labels_differ" (common ids whose labels differ), "seed_resampling": "paired" | "independent" |
+    "labels_differ" (common ids whose labels differ), "id_matching" ("exact", or "canonical" when the
+    sides share no id as written but do once MMSA's ``$_$`` is read as ``_``), "seed_resampling": "paired" | "independent" |
     "none", "n_boot", "rng_seed", "confidence", "metrics": {name: {"point", "ci_low", "ci_high",
     "excludes_zero"}}}; "point" is the difference on the original data (all common utterances,
     every seed once).
@@ -186,6 +197,13 @@ def paired_bootstrap(a: SeedPredictions, b: SeedPredictions, *, n_boot: int, rng
     pos_a = {u: i for i, u in enumerate(a.ids)}
     pos_b = {u: i for i, u in enumerate(b.ids)}
     common = sorted(set(pos_a) & set(pos_b))
+    id_matching = "exact"
+    if not common:  # the same clips may be named by the two MOSI layouts: match <video>_<clip>
+        canon_a, canon_b = canonical_ids(a.ids), canonical_ids(b.ids)
+        if canon_a is not None and canon_b is not None and set(canon_a) & set(canon_b):
+            pos_a, pos_b = canon_a, canon_b
+            common = sorted(set(pos_a) & set(pos_b))
+            id_matching = "canonical (MMSA '<video>$_$<clip>' read as '<video>_<clip>')"
     if not common:
         raise DataError(f"the two sides share no test utterance id (a: {len(a.ids)} like {a.ids[0]!r}, "
                         f"b: {len(b.ids)} like {b.ids[0]!r}): not the same test set")
@@ -221,6 +239,7 @@ def paired_bootstrap(a: SeedPredictions, b: SeedPredictions, *, n_boot: int, rng
         "ids_only_in_a": len(pos_a) - n,
         "ids_only_in_b": len(pos_b) - n,
         "labels_differ": int(np.sum(ya != yb)),
+        "id_matching": id_matching,
         "seed_resampling": mode,
         "n_boot": int(n_boot),
         "rng_seed": int(rng_seed),

@@ -394,6 +394,8 @@ def main(
             notes.append(f"the bootstrap uses the {boot['n_utterances']} utterances both sides scored "
                          f"({boot['ids_only_in_a']} only in a, {boot['ids_only_in_b']} only in b); its verdict "
                          "judges the difference on those, the b − a column is the metrics JSON's")
+        if boot["id_matching"] != "exact":
+            notes.append(f"utterances paired by {boot['id_matching']}")
         if boot["labels_differ"]:
             notes.append(f"{boot['labels_differ']} shared utterance ids have different labels on the two sides "
                          "(each side is scored against its own)")

@@ -224,6 +224,22 @@ def test_bootstrap_uses_shared_ids_and_rejects_disjoint_ones():
     other = side(y, {0: y}, [f"x{i}" for i in range(40)])
     with pytest.raises(DataError, match="share no test utterance id"):
         paired_bootstrap(a, other, n_boot=50)
+    assert rep["id_matching"] == "exact"
+
+
+def test_bootstrap_pairs_the_two_mosi_namings_of_a_clip():
+    """mosi-av (MMSA pickle) names a clip '<video>$_$<clip>', mosi-text (label CSV) '<video>_<clip>'."""
+    y = labels(40)
+    a = side(y, {0: y + 0.5}, [f"v_{i % 7}$_${i}" for i in range(40)])
+    b = side(y[5:], {0: y[5:]}, [f"v_{i % 7}_{i}" for i in range(5, 40)])
+    rep = paired_bootstrap(a, b, n_boot=50)
+    assert (rep["n_utterances"], rep["ids_only_in_a"], rep["ids_only_in_b"]) == (35, 5, 0)
+    assert rep["id_matching"].startswith("canonical") and rep["labels_differ"] == 0
+    assert rep["metrics"]["MAE"]["point"] == pytest.approx(-0.5)
+    # two ids of one side that would read alike are not merged: no pairing, the usual error
+    clash = side(y[:2], {0: y[:2]}, ["a$_$b_c", "a_b$_$c"])  # both would read 'a_b_c'
+    with pytest.raises(DataError, match="share no test utterance id"):
+        paired_bootstrap(clash, side(y[:2], {0: y[:2]}, ["a_b_c", "z_1"]), n_boot=10)
 
 
 def test_seed_predictions_rejects_an_incomplete_or_inconsistent_table():

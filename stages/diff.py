@@ -38,6 +38,7 @@ from stages.common import atomic_file, fail, log, stage_command
 
 SECTIONS: tuple[str, ...] = ()  # reads no params.yaml section
 WORKSPACE = "workspace"
+NOISE_FLOOR_FILE = "noise_floor.json"  # benchmarks/noise_floor.py writes it per pipeline folder
 # A recomputed per-seed metric may differ from the JSON's by float rounding only.
 CONSISTENCY_TOLERANCE = 1e-6
 
@@ -234,6 +235,8 @@ def _read_floor(path: Path) -> dict[str, float]:
         doc = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         fail(f"{path} is not valid JSON: {exc}")
+    if isinstance(doc, dict) and isinstance(doc.get("floor"), dict):  # benchmarks/noise_floor.py's file
+        doc = doc["floor"]
     if not isinstance(doc, dict):
         fail(f"{path}: the noise floor must be a JSON object {{metric: absolute floor}}")
     floors = {}
@@ -330,7 +333,10 @@ def main(
     alpha: float = typer.Option(0.05, "--alpha", help="1 - the CI level (0.05: 95% CI); the p threshold "
                                 "without bootstrap"),
     noise_floor: Optional[Path] = typer.Option(
-        None, "--noise-floor", help="JSON {metric: absolute floor}: smaller differences are within noise"),
+        None, "--noise-floor", help="JSON {metric: absolute floor} (or benchmarks/noise_floor.py's file): smaller "
+                                    "differences are within noise (default: <pipeline>/noise_floor.json when present)"),
+    measured_floor: bool = typer.Option(True, "--measured-floor/--no-measured-floor",
+                                        help="use side a's pipeline's measured noise_floor.json when no --noise-floor"),
     resample_seeds: bool = typer.Option(True, "--resample-seeds/--no-resample-seeds",
                                         help="bootstrap the seeds as well as the utterances"),
     require_bootstrap: bool = typer.Option(False, "--require-bootstrap",
@@ -357,11 +363,16 @@ def main(
     root = repo
     if not root.is_dir():
         fail(f"repository folder not found: {root}")
+    floor_note = None
+    if noise_floor is None and measured_floor and (root / pipe_a / NOISE_FLOOR_FILE).is_file():
+        noise_floor = root / pipe_a / NOISE_FLOOR_FILE
+        floor_note = (f"noise floor: {pipe_a}/{NOISE_FLOOR_FILE} (measured machine-to-machine change; "
+                      "--no-measured-floor ignores it)")
     floors = _read_floor(noise_floor) if noise_floor is not None else {}
 
     sides = [Side("a", a_rev, _resolve(root, a_rev), pipe_a, variant),
              Side("b", b_rev, _resolve(root, b_rev), pipe_b, var_b)]
-    notes: list[str] = []
+    notes: list[str] = [floor_note] if floor_note else []
     for side in sides:
         _load_metrics(root, side)
     if n_boot > 0:

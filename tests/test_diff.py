@@ -397,6 +397,46 @@ def test_two_variants_and_two_pipelines_in_the_workspace(tmp_path):
     assert rep["metrics"]["MAE"]["verdict"] == WITHIN_NOISE and rep["metrics"]["MAE"]["diff"] == 0.0
 
 
+def test_the_pipelines_measured_floor_is_used_unless_asked_not_to(tmp_path):
+    """<pipeline>/noise_floor.json (benchmarks/noise_floor.py's file) is the default floor: a sure
+    0.3 MAE shift stays "worse" under a 0.1 floor and becomes noise under a 0.5 one."""
+    root = tmp_path / "ws"
+    y = labels(50)
+    write_run(root, "full", side(y, {s: y + 0.3 for s in (0, 1, 2)}))
+    write_run(root, "text_only", side(y, {s: y + 0.6 for s in (0, 1, 2)}))
+    args = ("--variant", "full", "--variant-b", "text_only", "--json")
+    (root / "noise_floor.json").write_text(json.dumps({"floor": {"MAE": 0.1}, "how": "test"}))
+    rep = json.loads(diff(root, *args).stdout)
+    assert rep["metrics"]["MAE"]["noise_floor"] == 0.1 and rep["metrics"]["MAE"]["verdict"] == WORSE
+    assert rep["notes"][0].startswith("noise floor: ./noise_floor.json")
+    (root / "noise_floor.json").write_text(json.dumps({"floor": {"MAE": 0.5}}))
+    assert json.loads(diff(root, *args).stdout)["metrics"]["MAE"]["verdict"] == WITHIN_NOISE
+    rep = json.loads(diff(root, *args, "--no-measured-floor").stdout)
+    assert rep["metrics"]["MAE"]["verdict"] == WORSE and rep["notes"] == []
+
+
+def test_noise_floor_is_the_largest_change_of_a_seed_mean_over_reruns():
+    from ssu_model.significance import noise_floor
+
+    def run(shift, spread=0.0):
+        y = labels(40)
+        return doc(side(y, {s: y + shift + spread * (s - 1) for s in (0, 1, 2)}))
+
+    ref = {"full": run(0.2, 0.1), "no_anchor": run(0.4)}
+    reruns = {"default": {"full": run(0.25, 0.1), "no_anchor": run(0.3)},
+              "avx2": {"full": run(0.2, 0.1), "no_anchor": run(0.4), "extra": run(1.0)}}
+    nf = noise_floor(ref, reruns)
+    assert nf["variants"] == ["full", "no_anchor"] and nf["settings"] == ["avx2", "default"]
+    assert nf["machine"]["avx2"]["full"]["MAE"] == pytest.approx(0.0, abs=1e-12)
+    assert nf["machine"]["default"]["full"]["MAE"] == pytest.approx(0.05, abs=1e-6)
+    assert nf["floor"]["MAE"] == pytest.approx(0.1, abs=1e-6)  # no_anchor 0.4 -> 0.3 on 'default'
+    # seed spread: full's per-seed MAE 0.1/0.2/0.3 (std 0.0816), no_anchor's none: mean 0.0408
+    assert nf["seed_std"]["MAE"] == pytest.approx(np.std([0.1, 0.2, 0.3]) / 2, abs=1e-6)
+    assert nf["seed_sem"]["MAE"] == pytest.approx(nf["seed_std"]["MAE"] / np.sqrt(3), abs=1e-9)
+    with pytest.raises(DataError, match="share no variant"):
+        noise_floor(ref, {"x": {"other": run(0.1)}})
+
+
 def test_error_paths(repo, tmp_path):
     r = diff(repo, "nosuchrev")
     assert r.exit_code == 1 and "error: unknown revision 'nosuchrev'" in r.output

@@ -290,7 +290,10 @@ def from_source(path: Path | str, splits: Sequence[str] = SPLITS) -> Utterances:
             raise DataError(f"unknown split {s!r} (train, valid, test)")
     if path.is_dir() or path.suffix == ".arrow":
         return _from_features(path, splits)
-    from ssu_model.readers import read_source
+    from ssu_model.readers import detect_kind, read_source
+
+    if path.is_file() and detect_kind(path) == "csv":
+        return from_text_csv(path, splits)
 
     ds = read_source(path)
     parts = []
@@ -310,6 +313,75 @@ def from_source(path: Path | str, splits: Sequence[str] = SPLITS) -> Utterances:
             labels=np.asarray(data.labels, dtype=np.float32)[order], has_labels=True, splits=[s] * len(order),
             streams=streams, nonfinite=nonfinite, source=str(path)))
     return _concat(parts, str(path))
+
+
+def from_text_csv(path: Path | str, splits: Sequence[str] = SPLITS) -> Utterances:
+    """Utterances of a CSV with a ``text`` column, read more leniently than `features` reads a label
+    CSV (a file to score need not be a training set): ids from ``id`` or MMSA's ``video_id`` +
+    ``clip_id`` (else the line number); ``label`` optional (reference labels in [-3, 3] when
+    present); ``mode`` optional (train/valid/dev/test: rows outside ``splits`` are left out; without
+    it every row is scored, has no split and keeps the file's order); any split may be absent."""
+    import csv
+    import io
+
+    from ssu_model.readers import LABEL_RANGE, MMSA_ID_SEP, SPLIT_ALIASES
+
+    path = Path(path)
+    try:
+        rows = list(csv.reader(io.StringIO(path.read_bytes().decode("utf-8-sig"), newline="")))
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"{path} is not a readable UTF-8 CSV ({exc})") from None
+    if not rows:
+        raise DataError(f"{path} is empty: no CSV header")
+    cols = {c.strip(): i for i, c in enumerate(rows[0])}
+    if "text" not in cols:
+        raise DataError(f"{path}: no 'text' column (columns: {', '.join(cols) or 'none'})")
+    has_labels, has_mode = "label" in cols, "mode" in cols
+    ids, texts, labels, chosen = [], [], [], []
+    for lineno, row in enumerate(rows[1:], start=2):
+        if not row or all(not c.strip() for c in row):
+            continue
+        if len(row) != len(cols):
+            raise DataError(f"{path}: line {lineno} has {len(row)} fields, header has {len(cols)}")
+        if "id" in cols:
+            rid = row[cols["id"]].strip()
+        elif "video_id" in cols and "clip_id" in cols:
+            rid = f"{row[cols['video_id']].strip()}{MMSA_ID_SEP}{row[cols['clip_id']].strip()}"
+        else:
+            rid = str(lineno - 1)
+        split = None
+        if has_mode:
+            split = SPLIT_ALIASES.get(row[cols["mode"]].strip())
+            if split is None:
+                raise DataError(f"{path}: unknown mode {row[cols['mode']]!r} on line {lineno} "
+                                "(expected train, valid, dev or test)")
+            if split not in splits:
+                continue
+        text = row[cols["text"]]
+        if not text.strip():
+            raise DataError(f"{path}: empty text on line {lineno} (id {rid!r})")
+        label = 0.0
+        if has_labels:
+            try:
+                label = float(row[cols["label"]])
+            except ValueError:
+                raise DataError(f"{path}: non-numeric label {row[cols['label']]!r} on line {lineno}") from None
+            if not np.isfinite(label) or not LABEL_RANGE[0] <= label <= LABEL_RANGE[1]:
+                raise DataError(f"{path}: label {row[cols['label']]!r} out of [-3, 3] on line {lineno}")
+        ids.append(rid)
+        texts.append(text)
+        labels.append(label)
+        chosen.append(split)
+    if not ids:
+        raise DataError(f"{path}: no rows to score" + (f" in split(s) {', '.join(splits)}" if has_mode else ""))
+    if len(set(ids)) != len(ids):
+        raise DataError(f"{path}: ids are not distinct")
+    order = list(range(len(ids)))
+    if has_mode:  # by split, then id, as `features` writes a label CSV's rows
+        order.sort(key=lambda i: (SPLITS.index(chosen[i]), ids[i]))
+    return Utterances([ids[i] for i in order], [texts[i] for i in order],
+                      np.asarray([labels[i] for i in order], dtype=np.float32), has_labels,
+                      [chosen[i] for i in order] if has_mode else None, source=str(path))
 
 
 def _from_features(path: Path, splits: Sequence[str]) -> Utterances:

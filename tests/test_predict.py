@@ -132,6 +132,34 @@ def test_label_csv_input(ws, tmp_path):
     assert [(r["id"], r["split"], r["label"]) for r in rows] == [("c", "test", 2.0), ("d", "test", -2.0)]
 
 
+def test_csv_to_score_needs_only_a_text_column(ws, tmp_path):
+    """A file to score is not a training set: one split, no labels, or no mode column at all."""
+    only_test = tmp_path / "only_test.csv"
+    only_test.write_text("id,text,mode\nz,what a film,test\ny,dull and long,test\n")
+    out = tmp_path / "t.json"
+    _ok(_invoke(predict_args(ws, "text_only", "--input", only_test, "--out", out, "--no-table")))
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["id"], r["split"]) for r in rows] == [("y", "test"), ("z", "test")] and "label" not in rows[0]
+    bare = tmp_path / "bare.csv"
+    bare.write_text("text\nwhat a film\ndull and long\n")
+    _ok(_invoke(predict_args(ws, "text_only", "--input", bare, "--out", out, "--no-table")))
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["id"], r["text"]) for r in rows] == [("1", "what a film"), ("2", "dull and long")]
+    # the same sentences typed on the command line score the same
+    typed = tmp_path / "typed.json"
+    _ok(_invoke(predict_args(ws, "text_only", "what a film", "dull and long", "--out", typed, "--no-table")))
+    assert [r["score"] for r in json.loads(typed.read_text())["rows"]] == [r["score"] for r in rows]
+    for body, message in (("id,words\na,hi\n", "no 'text' column"),
+                          ("text,label\nfine,9\n", "out of [-3, 3] on line 2"),
+                          ("text,mode\nfine,holdout\n", "unknown mode 'holdout'"),
+                          ("text,mode\nfine,train\n", "no rows to score in split(s) test"),
+                          ("id,text\na,\n", "empty text on line 2")):
+        bad = tmp_path / "bad.csv"
+        bad.write_text(body)
+        args = ["--split", "test"] if "mode" in body else []
+        _error(_invoke(predict_args(ws, "text_only", "--input", bad, *args, "--no-table")), message)
+
+
 # --------------------------------------------------------------------------- text in, table and files out
 
 

@@ -32,7 +32,7 @@ from stages.errors import ParamError
 from stages.inputs import FEATURES_OPTION, PARSE_OPTION, TEXT_FEATURES_OPTION, input_dirs
 from stages.params import BaseParams, load_params, load_section
 
-SECTIONS: tuple[str, ...] = ("base", "explain")  # `variants` is read for its names only
+SECTIONS: tuple[str, ...] = ("base", "explain", "variants")  # variants: only its names (explain.variant must be one)
 SPLITS = ("train", "valid", "test")
 LOSSES = ("total", "reg")
 FILES = ("fig5_loss_surface", "fig6_predictions", "fig7_cross_attention")

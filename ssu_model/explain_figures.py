@@ -187,7 +187,8 @@ def draw_predictions(doc: Mapping[str, Any]):
     roles = "; ".join(f"{n}: beta {utts[0]['models'][n]['beta_role']}" for n in names) if utts else ""
     _footer(subs[-1], f"Predictions of {_with_anchor(doc, names[0])} and {_with_anchor(doc, names[1])} (paper "
                       f"Fig. 6). Beta from the forward pass of seed {doc['seed']}'s checkpoint; triangles mark the "
-                      f"{doc['top_nodes']} most attended nodes; entropy = entropy / log(nodes) (1 uniform, 0 one node). "
+                      f"{doc['top_nodes']} most attended nodes; entropy = entropy / log(nodes) "
+                      "(1 uniform, 0 one node). "
                       f"{roles}.")
     return fig
 

@@ -184,7 +184,8 @@ def main(
         examples[name] = {s: {e.id: e for e in ex[s]} for s in splits}
     split_rows = FeatureSplit(split_path(features, cfg.split))
     texts = dict(zip(split_rows.ids, split_rows.texts))
-    words = {uid: row["words"] for uid, row in parse_index(read_parse_table(parse_dir / f"{cfg.split}.parquet")).items()}
+    parsed = parse_index(read_parse_table(parse_dir / f"{cfg.split}.parquet"))
+    words = {uid: row["words"] for uid, row in parsed.items()}
     for uid in cfg.utterances:
         if uid not in examples[names[0]][cfg.split]:
             some = ", ".join(sorted(examples[names[0]][cfg.split])[:3])
@@ -254,11 +255,11 @@ def main(
         d1 = explain.filter_normalised_direction(model, cfg.surface_seed, "d1")
         d2 = explain.filter_normalised_direction(model, cfg.surface_seed, "d2")
         t0 = time.perf_counter()
-        centre = explain.introspect(model, batch, cfg.surface_seed).losses
         grid = explain.loss_surface(model, batch, d1, d2, alphas, alphas, cfg.surface_seed)
         values = grid[cfg.surface_loss]
+        mid = len(alphas) // 2  # grid point (0, 0): the trained weights themselves
         surfaces[name] = {
-            "centre": {k: float(v) for k, v in centre.items()},
+            "centre": {k: float(v[mid, mid]) for k, v in grid.items()},
             "surface": {k: v.tolist() for k, v in grid.items()},
             "sharpness": explain.sharpness(values, alphas, alphas, cfg.sharpness_radius),
             "min": float(values.min()), "max": float(values.max()),

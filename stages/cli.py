@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from stages import compare, diff, evaluate, features, llm_graphs, parse, predict, sample, text_features, train
+from stages import compare, diff, evaluate, explain, features, llm_graphs, parse, predict, sample, text_features, train
 
 app = typer.Typer(
     help="SSU pipeline: multimodal sentiment analysis with the Structural-Semantic Unifier.",
@@ -25,6 +25,7 @@ COMMANDS = [
     ("evaluate", evaluate, "Evaluation"),
     ("compare", compare, "Evaluation"),
     ("diff", diff, "Evaluation"),
+    ("explain", explain, "Evaluation"),
     ("predict", predict, "Using a trained model"),
 ]
 

@@ -131,7 +131,7 @@ def main(
     with atomic_file(out / "compare.md") as tmp:
         tmp.write_text("\n".join(sections))
     for name, entry in lat.items():
-        log(f"compare: from raw text SSU builds graphs {entry['ratio_from_raw_text']:.0f}x faster than {name} "
-            f"({entry['ssu_from_raw_text']:.3f} s vs {entry['llm_from_raw_text']:.2f} s per batch); graphs only "
-            f"(SSU's parse and encoder off its clock) {entry['ratio_graphs_only']:.0f}x")
+        log(f"compare: from raw text SSU builds graphs {reporting.times(entry['ratio_from_raw_text'])} faster than "
+            f"{name} ({entry['ssu_from_raw_text']:.3f} s vs {entry['llm_from_raw_text']:.2f} s per batch); graphs "
+            f"only (SSU's parse and encoder off its clock) {reporting.times(entry['ratio_graphs_only'])}")
     log(f"compare: wrote {out / 'compare.md'}, {out / 'compare.json'}, {plot}")

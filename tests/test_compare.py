@@ -158,6 +158,10 @@ def test_old_format_latency_record_is_one_clear_line(run_dir):
     assert not (run_dir / "reports" / "compare.json").exists()
 
 
+def test_speed_ups_keep_a_decimal_below_100x():
+    assert [reporting.times(r) for r in (6.822, 27.55, 99.99999, 729.4)] == ["6.8x", "27.6x", "100x", "729x"]
+
+
 def test_reader_and_writer_agree_on_the_latency_format():
     from ssu_model import llm_graphs as lg
 

@@ -20,6 +20,10 @@ Audio/vision come with the input (an MMSA pickle or a `features` folder, read wi
 readers as `features`, non-finite values replaced by 0 as `features` does). A model that reads
 a stream the input lacks is an error; a stream the model does not read is ignored (noted).
 
+Steps 1-3 for a frozen encoder are module functions (:func:`parse_texts`, :func:`frozen_examples`,
+:func:`raw_text_examples`, :func:`graphs_from_raw_text`): the `llm-graphs` stage times SSU's graph
+construction from raw text with these very calls.
+
 Per utterance: ``score`` = mean of the seeds' predictions; ``class7`` =
 ``round(clip(score, -3, 3))`` (MMSA's Acc7 classes, ``metrics.seven_class``) named by
 :data:`CLASS_NAMES`; the seed spread = std (ddof 0, as the metrics' std over seeds), min, max.

@@ -250,8 +250,8 @@ def main() -> None:
     print(f"device: {where}; batch {args.batch} utterances ({words_mean:.1f} words on average), {args.steps} "
           f"audio/vision steps, LM reads {cfg.llm_nodes} steps/stream; SSU hidden {ssu.config.hidden}, max_nodes "
           f"{ssu.config.max_nodes}; {args.repeats} timed batches (LLM: 1 call each; SSU from raw text: "
-          f"{args.ssu_repeats} calls each, median; graphs only: {args.graphs_repeats} calls each, median); medians "
-          "over the timed batches")
+          + (f"{args.ssu_repeats} calls each, median" if raw else "not timed (--no-raw-text)")
+          + f"; graphs only: {args.graphs_repeats} calls each, median); medians over the timed batches")
     clocks = ("ssu_from_raw_text", "ssu_from_raw_text_no_encoder", "ssu_graphs_only_cached_inputs", "llm_from_raw_text")
     print("| LLM | " + " | ".join(f"{c} s" for c in clocks) + " | ratio_from_raw_text (headline) "
           "| ratio_graphs_only (breakdown) | LLM params |")

@@ -11,10 +11,13 @@ on a shared, noisy machine only such side-by-side ratios are meaningful. FILE is
 model of a commit before the library split (``git show a8837d1:ssu_model/model.py >
 /tmp/model_before.py``); its parameters are the current ones without the ``graph_builder.`` prefix.
 
-Headline: ``build_graphs`` from node inputs (projections + Eq. 1-2 enhancement + graphs). Breakdown:
-"graphs only" = ``graphs_from_nodes`` (Eq. 3-7, anchors, fusion graph, ``edge_index``); the Eq. 3
-query projection is computed in ``encode_nodes`` together with the Eq. 1 queries (one matrix
-product), so it counts in "build_graphs" only.
+Headline: ``build_graphs`` from node inputs, i.e. what the model calls: a collated batch (word
+states, dependency tree, audio/vision steps) -> projections + Eq. 1-2 enhancement + graphs.
+Breakdown: "graphs only" = ``graphs_from_nodes`` (Eq. 3-7, anchors, fusion graph, ``edge_index``;
+node encoding off the clock); the Eq. 3 query projection is computed in ``encode_nodes`` together
+with the Eq. 1 queries (one matrix product), so it counts in "build_graphs" only. Neither starts
+from raw text (no spaCy parse, no text encoder, no collate): for the user-facing latency from raw
+text see ``bench_llm_latency.py`` and the `llm-graphs` stage.
 
     python benchmarks/bench_graphs.py [--device cpu|cuda] [--threads 2] [--repeats 30] [--baseline FILE]
 """
@@ -164,7 +167,8 @@ def main() -> None:
               "| graphs only ms | ratio | nodes | modality edges | fusion edges |")
         print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     else:
-        print("| case | build_graphs ms | of which graphs only ms | nodes | modality edges | fusion edges |")
+        print("| case | build_graphs from node inputs ms (headline) | of which graphs only ms (breakdown) "
+              "| nodes | modality edges | fusion edges |")
         print("|---|---:|---:|---:|---:|---:|")
     for label, w, la, lv, aligned, over in cases:
         cfg = SSUConfig(**over)

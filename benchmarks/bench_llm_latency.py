@@ -1,12 +1,24 @@
-"""Graph-construction time per batch: SSU vs LLM graph constructors, side by side.
+"""Graph-construction time per batch: SSU vs LLM graph constructors, side by side, from raw text.
 
-Same machine, same batch of ``--batch`` synthetic MOSI-shaped utterances (real English words,
-A5/V20 streams of ``--steps`` steps), warm (one untimed call first), median of ``--repeats``.
+Same machine, same batch of ``--batch`` MOSI-shaped utterances (distinct sentences of the sample
+generator's templates, A5/V20 streams of ``--steps`` steps), warm (one untimed call of each path
+first). The clocks are those of the `llm-graphs` stage (``ssu_model.llm_graphs.latency_report``
+names what each covers):
 
-- SSU: ``SSU.build_graphs`` of a random-initialised model (time does not depend on weight
-  values); optionally also the frozen text encoder forward (``--with-text-encoder``).
-- LLM: input building (word tokens, fixed projections of the audio/vision steps) + LM forward
-  to the penultimate layer + word pooling + ``SSU(graph_source="llm").build_graphs``.
+- ``ssu_from_raw_text`` (headline): ``inference.graphs_from_raw_text``, the calls `predict` makes
+  on new text: spaCy parse + sub-word map (no cache), sub-word ids, text-encoder forward, records,
+  collate, ``SSU.build_graphs``; ``ssu_from_raw_text_no_encoder``: the same calls without their
+  encoder-forward step;
+- ``ssu_graphs_only_cached_inputs``: ``SSU.build_graphs`` alone on the collated records;
+- ``llm_from_raw_text``: LM input building (LLM tokenizer on the words, projections of the
+  streams) + forward to the penultimate layer + word pooling + collate +
+  ``SSU(graph_source="llm").build_graphs``.
+
+Each of the ``--repeats`` LLM calls is one "timed batch"; the ``--ssu-repeats`` SSU-from-raw-text
+calls of that batch run before or after it, alternating (machine noise hits both sides). The
+spaCy model is the project default (``syntax.ParseConfig``), the text encoder all-MiniLM-L6-v2;
+``--no-raw-text`` (a machine without spaCy/MiniLM, e.g. a lent GPU image) times graphs only,
+with random word states, and says so.
 
 LLMs: ``--llm PATH`` (a HF folder, a .gguf file, or ``smollm2`` = the shipped GGUF) and/or
 ``--arch NAME`` (random weights from a built-in config: smollm2-135m, gemma-2b, mistral-7b,
@@ -15,12 +27,13 @@ the GPU run possible without carrying weights (a lent GPU image has no gguf pack
 
     python benchmarks/bench_llm_latency.py --llm models/pretrained/smollm2 --repeats 3
     python benchmarks/bench_llm_latency.py --device cuda --precision bf16 --arch smollm2-135m --arch gemma-2b \
-        --arch mistral-7b --arch qwen2.5-7b --arch llama-3.1-8b --llm-max-nodes 0
+        --arch mistral-7b --arch qwen2.5-7b --arch llama-3.1-8b --llm-max-nodes 0 --no-raw-text
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -29,14 +42,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
 from ssu_model import llm_graphs as lg  # noqa: E402
 from ssu_model.batching import UtteranceRecord, collate  # noqa: E402
 from ssu_model.model import SSU, SSUConfig  # noqa: E402
-
-WORDS = ("i really liked this movie but the ending was not good at all and honestly the acting "
-         "is great though the plot feels weak so overall it is fine").split()
 
 # Public architecture sizes (config.json of each model); random weights are used.
 ARCHS = {
@@ -76,18 +87,30 @@ def random_arch(name: str, dtype, device):
     return model.eval().requires_grad_(False), WhitespaceTokenizer(kw["vocab_size"])
 
 
-def synthetic_batch(n: int, steps: int, rng):
-    utts, recs = [], []
-    for i in range(n):
-        k = int(rng.integers(6, 20))
-        words = [WORDS[j] for j in rng.integers(0, len(WORDS), k)]
-        audio = rng.normal(size=(steps, 5)).astype(np.float32)
-        vision = rng.normal(size=(steps, 20)).astype(np.float32)
-        utts.append(lg.Utterance(str(i), " ".join(words), words, audio, vision))
-        heads = np.array([max(j - 1, 0) for j in range(k)])
-        recs.append(UtteranceRecord(rng.normal(size=(k, 384)).astype(np.float32), heads,
-                                    list(rng.integers(1, 40, k)), audio, vision, 0.0))
-    return utts, recs
+def sentences(count: int, seed: int = 0) -> list[str]:
+    """``count`` distinct sentences of the sample generator's templates (MOSI-like, ~12 words)."""
+    from ssu_model import sample
+
+    rng = sample._rng(seed, 77, 0)
+    seen: dict[str, None] = {}
+    while len(seen) < count:
+        seen.setdefault(sample.sentence(rng, bool(rng.random() < 0.3))[0])
+    return list(seen)
+
+
+def streams(n: int, steps: int, rng) -> dict:
+    return {m: (rng.normal(size=(n, steps, dim)).astype(np.float32), np.full(n, steps, dtype=np.int32))
+            for m, dim in (("audio", 5), ("vision", 20))}
+
+
+def synthetic_records(words: list[list[str]], streams_: dict, rng) -> list[UtteranceRecord]:
+    """Records with random word states and chain trees (``--no-raw-text``: no parse, no encoder)."""
+    recs = []
+    for i, w in enumerate(words):
+        k = len(w)
+        recs.append(UtteranceRecord(rng.normal(size=(k, 384)).astype(np.float32), np.array([max(j - 1, 0) for j in range(k)]),
+                                    list(rng.integers(1, 40, k)), streams_["audio"][0][i], streams_["vision"][0][i], 0.0))
+    return recs
 
 
 def main() -> None:
@@ -96,55 +119,74 @@ def main() -> None:
     ap.add_argument("--arch", action="append", default=[], choices=sorted(ARCHS), help="random-weight architecture")
     ap.add_argument("--precision", default="fp32", choices=lg.PRECISIONS)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--steps", type=int, default=50, help="audio/vision steps per utterance (MOSI aligned: 50)")
-    ap.add_argument("--max-nodes", type=int, default=64, help="SSU max_nodes")
-    ap.add_argument("--llm-max-nodes", type=int, default=8, help="steps per stream the LM reads (0 = max_nodes)")
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--ssu-repeats", type=int, default=20)
-    ap.add_argument("--with-text-encoder", action="store_true", help="also time SSU incl. the MiniLM forward")
-    ap.add_argument("--json", type=Path, help="write the rows as JSON here")
+    ap.add_argument("--params", type=Path, default=ROOT / "params.yaml", help="SSU size from its `model` section")
+    ap.add_argument("--max-nodes", type=int, default=None, help="SSU max_nodes (default: the params file's)")
+    ap.add_argument("--hidden", type=int, default=None, help="SSU hidden (default: the params file's)")
+    ap.add_argument("--llm-max-nodes", type=int, default=4, help="steps per stream the LM reads (0 = max_nodes)")
+    ap.add_argument("--prompt", default="Sentiment:", help="offline prompt (params.yaml llm_graphs.prompt)")
+    ap.add_argument("--repeats", type=int, default=3, help="timed LLM calls (= timed batches)")
+    ap.add_argument("--ssu-repeats", type=int, default=3, help="SSU-from-raw-text calls per timed batch")
+    ap.add_argument("--graphs-repeats", type=int, default=10, help="SSU build_graphs calls per timed batch")
+    ap.add_argument("--encoder-batch", type=int, default=64, help="utterances per encoder forward (text_features.batch_size)")
+    ap.add_argument("--no-raw-text", action="store_true", help="graphs only: no spaCy / text encoder on this machine")
+    ap.add_argument("--json", type=Path, help="write the latency records as JSON here")
     args = ap.parse_args()
     if not args.llm and not args.arch:
         args.llm = [lg.SMOLLM2]
+    if args.threads:
+        torch.set_num_threads(args.threads)
     dev = args.device
     rng = np.random.default_rng(0)
     torch.manual_seed(0)
-    utts, recs = synthetic_batch(args.batch, args.steps, rng)
-    batch = collate(recs).to(dev)
-    base = dict(text_dim=384, audio_dim=5, vision_dim=20, max_nodes=args.max_nodes)
-    ssu = SSU(SSUConfig(**base)).to(dev).eval()
-    with torch.inference_mode():
-        ssu_s = lg.time_call(lambda: ssu.build_graphs(batch), args.ssu_repeats, 2, dev)
+    texts = sentences(args.batch)
+    ids = [str(i) for i in range(args.batch)]
+    st = streams(args.batch, args.steps, rng)
+    import yaml
+
+    fields = {f.name for f in dataclasses.fields(SSUConfig)}
+    base = {k: v for k, v in (yaml.safe_load(args.params.read_text()).get("model") or {}).items() if k in fields}
+    base.update(text_dim=384, audio_dim=5, vision_dim=20)
+    base.update({k: v for k, v in (("max_nodes", args.max_nodes), ("hidden", args.hidden)) if v is not None})
+    base["num_relations"] = max(int(base.get("num_relations", 64)), 46)  # the default spaCy model: 45 labels
+
+    raw = None
     te_params = 0
-    rows = []
-    try:
+    if not args.no_raw_text:
+        from ssu_model import inference
+        from ssu_model.pretrained import MINILM, encoder_folder
+        from ssu_model.syntax import ParseConfig
         from ssu_model.text_encoder import TextEncoder
 
-        te = TextEncoder().to(dev).eval()
-        te_params = lg.count_params(te.model)
-    except Exception as exc:  # noqa: BLE001 - the GPU image may lack the packaged encoder
-        te = None
-        print(f"(text encoder not available: {exc}; SSU params exclude it)", file=sys.stderr)
-    ssu_params = lg.count_params(ssu) + te_params
-    rows.append({"constructor": "SSU build_graphs", "seconds": lg.median(ssu_s), "params": ssu_params})
-    if args.with_text_encoder and te is not None:
-        from ssu_model.text_encoder import collate_encoded
+        config = ParseConfig(tokenizer=encoder_folder(MINILM, ROOT / ".cache" / "encoders"))
+        encoder = TextEncoder(None, max_length=config.max_length).to(dev).eval().requires_grad_(False)
+        te_params = lg.count_params(encoder.model)
+        utts = inference.Utterances(ids, texts, np.zeros(args.batch, np.float32), streams=st)
+        table, labels = inference.parse_texts(texts, ids, config)  # the "cache": words for the LLM side
+        words = table.column("words").to_pylist()
+        ssu = SSU(SSUConfig(**{**base, "num_relations": max(base["num_relations"], len(labels) + 1)})).to(dev).eval()
 
-        enc = [te.encode(u.words) for u in utts]
-        ids, mask, pool = (t.to(dev) for t in collate_encoded(enc, te.pad_id))
+        def ssu_raw_call():
+            return inference.graphs_from_raw_text(utts, config, encoder, labels, ssu, args.encoder_batch, dev)
 
-        def ssu_full():
-            te(ids, mask, pool)
-            ssu.build_graphs(batch)
-
-        with torch.inference_mode():
-            rows.append({"constructor": "SSU + text encoder", "seconds": lg.median(lg.time_call(ssu_full, args.ssu_repeats, 2, dev)),
-                         "params": ssu_params})
+        _steps, examples = ssu_raw_call()  # warm-up: loads spaCy, the tokenizer, the encoder's kernels
+        recs = [e.record for e in examples]
+        raw = (ssu_raw_call, config)
+    else:
+        words = [t.split() for t in texts]
+        recs = synthetic_records(words, st, rng)
+        ssu = SSU(SSUConfig(**base)).to(dev).eval()
+    batch = collate(recs).to(dev)
+    ssu_params = {"ssu": lg.count_params(ssu), "text_encoder": te_params}
+    llm_utts = [lg.Utterance(i, t, w, st["audio"][0][k], st["vision"][0][k])
+                for k, (i, t, w) in enumerate(zip(ids, texts, words))]
 
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "int8": torch.float32}[args.precision]
     llm_nodes = args.llm_max_nodes or None
     todo = [("path", p) for p in args.llm] + [("arch", a) for a in args.arch]
+    reports = {}
     for kind, what in todo:
         t0 = time.perf_counter()
         if kind == "path":
@@ -153,41 +195,82 @@ def main() -> None:
         else:
             model, tok = random_arch(what, dtype, dev)
         load_s = time.perf_counter() - t0
-        cfg = lg.ConstructorConfig(max_nodes=args.max_nodes, llm_max_nodes=llm_nodes,
-                                   prompt="Judge the speaker's sentiment. Transcript:")
+        cfg = lg.ConstructorConfig(max_nodes=ssu.config.max_nodes, llm_max_nodes=llm_nodes, prompt=args.prompt)
         con = lg.LLMGraphConstructor(model, tok, cfg, device=dev)
         con.fit_projections({"audio": rng.normal(size=(500, 5)), "vision": rng.normal(size=(500, 20))})
-        states = con.encode(utts)
-        recs_llm = [UtteranceRecord(r.word_states, r.heads, r.deps, r.audio, r.vision, 0.0, llm_states=s)
-                    for r, s in zip(recs, states)]
-        llm_batch = collate(recs_llm).to(dev)
-        ssu_llm = SSU(SSUConfig(**base, graph_source="llm", llm_dim=con.dim)).to(dev).eval()
+        ssu_llm = SSU(SSUConfig(**{**base, "num_relations": ssu.config.num_relations}, graph_source="llm",
+                                llm_dim=con.dim)).to(dev).eval()
 
-        def construct():
-            con.encode(utts)
-            ssu_llm.build_graphs(llm_batch)
+        def llm_call() -> dict[str, float]:
+            lg.synchronize(dev)
+            t = time.perf_counter()
+            states = con.encode(llm_utts)
+            lg.synchronize(dev)
+            t1 = time.perf_counter()
+            b = collate([dataclasses.replace(r, llm_states=s) for r, s in zip(recs, states)]).to(dev)
+            lg.synchronize(dev)
+            t2 = time.perf_counter()
+            with torch.inference_mode():
+                ssu_llm.build_graphs(b)
+            lg.synchronize(dev)
+            return {"input_forward_pooling": t1 - t, "collate": t2 - t1, "build_graphs": time.perf_counter() - t2}
 
-        with torch.inference_mode():
-            secs = lg.time_call(construct, args.repeats, 1, dev)
-        params = lg.count_params(model) + con.projection_params + lg.count_params(ssu_llm) + te_params
-        rows.append({"constructor": f"{what} ({args.precision}{', random weights' if kind == 'arch' else ''})",
-                     "seconds": lg.median(secs), "params": params, "load_s": load_s,
-                     "llm_params": lg.count_params(model)})
+        llm_call()  # warm-up
+        ssu_raw, ssu_graphs, llm_runs = [], [], []
+        for k in range(args.repeats):
+            ssu_first = k % 2 == 1
+            calls = [raw[0]()[0] for _ in range(args.ssu_repeats)] if raw and ssu_first else []
+            llm_runs.append(llm_call())
+            if raw and not ssu_first:
+                calls = [raw[0]()[0] for _ in range(args.ssu_repeats)]
+            ssu_raw.append(calls)
+            with torch.inference_mode():
+                ssu_graphs.append(lg.time_call(lambda: ssu.build_graphs(batch), args.graphs_repeats, 1, dev))
+        name = f"{what} ({args.precision}{', random weights' if kind == 'arch' else ''})"
+        params = {"SSU": ssu_params, name: {"llm": lg.count_params(model), "input_projections": con.projection_params,
+                                            "ssu_llm_mode": lg.count_params(ssu_llm), "text_encoder": te_params}}
+        threads = torch.get_num_threads()
+        if raw:
+            reports[name] = lg.latency_report(name, ssu_raw, ssu_graphs, llm_runs, batch_size=args.batch,
+                                              batch_sizes=[args.batch] * args.repeats, threads=threads,
+                                              params=params, load_seconds=load_s, llm_tokens_per_stream=cfg.llm_nodes)
+        else:
+            llm_s = lg.median([sum(r.values()) for r in llm_runs])
+            g_s = lg.median([lg.median(g) for g in ssu_graphs])
+            reports[name] = {"llm_from_raw_text": {"what": lg.LATENCY_WHAT["llm_from_raw_text"], "seconds_median": llm_s},
+                             "ssu_graphs_only_cached_inputs": {"what": "SSU.build_graphs alone on random word states "
+                                                               "(no parse, no encoder)", "seconds_median": g_s},
+                             "ratio_graphs_only": llm_s / g_s, "params": params, "load_seconds": load_s}
         del model, con
         if dev.startswith("cuda"):
             torch.cuda.empty_cache()
 
-    ref = rows[0]["seconds"]
-    gpu = torch.cuda.get_device_name(0) if dev.startswith("cuda") else f"CPU, {torch.get_num_threads()} threads"
-    print(f"device: {gpu}; batch {args.batch} utterances, {args.steps} audio/vision steps, "
-          f"LM reads {cfg.llm_nodes} steps/stream; median of {args.repeats} (LLM) / {args.ssu_repeats} (SSU)")
-    print(f"| constructor | s / batch | params | SSU build_graphs faster by |")
-    print("|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['constructor']} | {r['seconds']:.4g} | {r['params'] / 1e6:.1f}M | {r['seconds'] / ref:.0f}x |")
+    where = torch.cuda.get_device_name(0) if dev.startswith("cuda") else f"CPU, {torch.get_num_threads()} threads"
+    words_mean = sum(len(w) for w in words) / len(words)
+    print(f"device: {where}; batch {args.batch} utterances ({words_mean:.1f} words on average), {args.steps} "
+          f"audio/vision steps, LM reads {cfg.llm_nodes} steps/stream; SSU hidden {ssu.config.hidden}, max_nodes "
+          f"{ssu.config.max_nodes}; {args.repeats} timed batches (LLM: 1 call each; SSU from raw text: "
+          + (f"{args.ssu_repeats} calls each, median" if raw else "not timed (--no-raw-text)")
+          + f"; graphs only: {args.graphs_repeats} calls each, median); medians over the timed batches")
+    clocks = ("ssu_from_raw_text", "ssu_from_raw_text_no_encoder", "ssu_graphs_only_cached_inputs", "llm_from_raw_text")
+    print("| LLM | " + " | ".join(f"{c} s" for c in clocks) + " | ratio_from_raw_text (headline) "
+          "| ratio_graphs_only (breakdown) | LLM params |")
+    print("|---|" + "---:|" * (len(clocks) + 3))
+    for name, rec in reports.items():
+        cells = [f"{rec[c]['seconds_median']:.4g}" if c in rec else "n/a" for c in clocks]
+        headline = f"{rec['ratio_from_raw_text']:.1f}x" if "ratio_from_raw_text" in rec else "n/a (--no-raw-text)"
+        print(f"| {name} | " + " | ".join(cells) + f" | {headline} | {rec['ratio_graphs_only']:.0f}x "
+              f"| {rec['params'][name]['llm'] / 1e6:.1f}M |")
+    for name, rec in reports.items():
+        if "ssu_from_raw_text" in rec:
+            steps = rec["ssu_from_raw_text"]["steps_seconds_median"]
+            print(f"\nSSU from raw text, step medians (s): " + ", ".join(f"{k} {v:.4f}" for k, v in steps.items()))
+            steps = rec["llm_from_raw_text"]["steps_seconds_median"]
+            print(f"{name}, step medians (s): " + ", ".join(f"{k} {v:.4f}" for k, v in steps.items()))
+            break
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"device": gpu, "rows": rows}, indent=2))
+        args.json.write_text(json.dumps({"device": where, "records": reports}, indent=2, sort_keys=True) + "\n")
 
 
 if __name__ == "__main__":

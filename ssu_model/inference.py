@@ -20,6 +20,10 @@ Audio/vision come with the input (an MMSA pickle or a `features` folder, read wi
 readers as `features`, non-finite values replaced by 0 as `features` does). A model that reads
 a stream the input lacks is an error; a stream the model does not read is ignored (noted).
 
+Steps 1-3 for a frozen encoder are module functions (:func:`parse_texts`, :func:`frozen_examples`,
+:func:`raw_text_examples`, :func:`graphs_from_raw_text`): the `llm-graphs` stage times SSU's graph
+construction from raw text with these very calls.
+
 Per utterance: ``score`` = mean of the seeds' predictions; ``class7`` =
 ``round(clip(score, -3, 3))`` (MMSA's Acc7 classes, ``metrics.seven_class``) named by
 :data:`CLASS_NAMES`; the seed spread = std (ddof 0, as the metrics' std over seeds), min, max.
@@ -507,6 +511,100 @@ class Predictions:
         return pa.table([pa.array(v, f.type) for v, f in zip(cols.values(), fields)], schema=schema)
 
 
+# --------------------------------------------------------------------------- raw text -> records
+# The steps `predict` runs from raw text to model records (frozen encoder). `llm-graphs` times the
+# same calls for SSU's graph construction "as a user pays it" (from raw text, no parse cache).
+
+RAW_TEXT_STEPS = ("parse", "subword_ids", "encoder_forward", "records")
+
+
+def parse_texts(texts: Sequence[str], ids: Sequence[str], config) -> tuple[Any, list[str]]:
+    """``syntax.parse_corpus`` without a cache (new text is never cached): spaCy dependency parse +
+    word to sub-word map of ``texts`` with ``config`` (a ``syntax.ParseConfig``). Returns (the
+    `parse` stage's table: contract B columns + id, the relation labels of the spaCy model)."""
+    import json
+
+    import pyarrow as pa
+
+    from ssu_model.syntax import parse_corpus
+
+    table, _stats, metadata = parse_corpus(list(texts), config, None, None)
+    labels = json.loads(metadata["ssu.dep_labels"])
+    return table.add_column(0, "id", pa.array(list(ids), pa.string())), labels
+
+
+def frozen_examples(utts: Utterances, table, encoder, dep_labels: Sequence[str], text_dim: int,
+                    batch_size: int = 64, device: str = "cpu", timings: dict[str, float] | None = None) -> list:
+    """Records of ``utts`` from their parse ``table`` and a frozen ``encoder`` (a ``TextEncoder``):
+    sub-word ids per utterance (``TextEncoder.encode``, checked against the parse's map), word
+    states (``encode_corpus``: padding + encoder forward + per-word mean, ``batch_size`` utterances
+    per forward) and ``training.build_examples``. ``timings`` (when given) receives the seconds of
+    each step: ``subword_ids`` (incl. indexing the table), ``encoder_forward``, ``records``."""
+    from ssu_model.training import build_examples, dep_vocabulary, parse_index
+
+    t0 = time.perf_counter()
+    index = parse_index(table)
+    encoded = [encoder.encode(index[uid]["words"], index[uid]["sub_start"], index[uid]["sub_end"],
+                              where=f"predict:{uid}") for uid in utts.ids]
+    t1 = time.perf_counter()
+    states = encoder.encode_corpus(encoded, batch_size=batch_size, device=device)
+    t2 = time.perf_counter()
+    examples = build_examples(utts, index, dep_vocabulary(dep_labels), text_states=dict(zip(utts.ids, states)),
+                              text_dim=text_dim, use_audio=utts.has_audio, use_vision=utts.has_vision,
+                              name="predict")
+    if timings is not None:
+        timings.update(subword_ids=t1 - t0, encoder_forward=t2 - t1, records=time.perf_counter() - t2)
+    return examples
+
+
+def raw_text_examples(utts: Utterances, config, encoder, dep_labels: Sequence[str], text_dim: int,
+                      batch_size: int = 64, device: str = "cpu", timings: dict[str, float] | None = None) -> list:
+    """Raw text -> model records, as `predict` makes them for a frozen-encoder model:
+    :func:`parse_texts` (no cache) then :func:`frozen_examples`. The spaCy model must have the
+    relation labels ``dep_labels`` (those the model's parse had). ``timings`` receives the seconds
+    of every step of :data:`RAW_TEXT_STEPS`."""
+    t0 = time.perf_counter()
+    table, labels = parse_texts(utts.texts, utts.ids, config)
+    t_parse = time.perf_counter() - t0
+    if list(labels) != list(dep_labels):
+        raise DataError(f"spaCy model {config.model!r} has other relation labels than the parse the records "
+                        "are meant to match")
+    examples = frozen_examples(utts, table, encoder, dep_labels, text_dim, batch_size, device, timings)
+    if timings is not None:
+        timings["parse"] = t_parse
+    return examples
+
+
+def graphs_from_raw_text(utts: Utterances, config, encoder, dep_labels: Sequence[str], model,
+                         batch_size: int = 64, device: str = "cpu") -> tuple[dict[str, float], list]:
+    """SSU's graph construction as a user pays it: :func:`raw_text_examples` (spaCy parse + sub-word
+    map without a cache, sub-word ids, encoder forward, records), ``collate`` and
+    ``model.build_graphs`` (an ``SSU``) on ``utts`` as one batch. Returns (seconds of every step:
+    ``RAW_TEXT_STEPS`` + ``collate``, ``build_graphs``; the records). A CUDA device is synchronised
+    around the timed steps."""
+    import torch
+
+    from ssu_model.batching import collate
+
+    def sync() -> None:
+        if str(device).startswith("cuda") and torch.cuda.is_available():
+            torch.cuda.synchronize()
+
+    steps: dict[str, float] = {}
+    sync()
+    examples = raw_text_examples(utts, config, encoder, dep_labels, int(model.config.text_dim), batch_size,
+                                 device, steps)
+    t0 = time.perf_counter()
+    batch = collate([e.record for e in examples]).to(device)
+    sync()
+    t1 = time.perf_counter()
+    with torch.inference_mode():
+        model.build_graphs(batch)
+    sync()
+    steps["collate"], steps["build_graphs"] = t1 - t0, time.perf_counter() - t1
+    return steps, examples
+
+
 class Predictor:
     """A model folder made ready to score: every seed's model, the text encoder, the parse settings.
 
@@ -543,38 +641,29 @@ class Predictor:
 
     def parse(self, texts: Sequence[str], ids: Sequence[str]):
         """The `parse` stage's table for ``texts`` (contract B columns + id), no cache."""
-        import json
-
-        import pyarrow as pa
-
-        from ssu_model.syntax import ParseConfig, parse_corpus
+        from ssu_model.syntax import ParseConfig
 
         s = self.trained.settings
         config = ParseConfig(model=s.spacy_model, tokenizer=self.tokenizer_folder, max_length=s.max_length)
-        table, _stats, metadata = parse_corpus(list(texts), config, None, None)
-        labels = json.loads(metadata["ssu.dep_labels"])
+        table, labels = parse_texts(texts, ids, config)
         if labels != self.trained.meta["dep_labels"]:
             raise DataError(f"spaCy model {s.spacy_model!r} has other relation labels than the parse the model "
                             "was trained on: give the spaCy model that parse used (--spacy-model)")
-        return table.add_column(0, "id", pa.array(list(ids), pa.string()))
+        return table
 
     def examples(self, utts: Utterances, table) -> tuple[list, float]:
         """``training.build_examples`` on the input + parse (+ frozen word states); encode seconds."""
         from ssu_model.training import build_examples, dep_vocabulary, parse_index
 
-        index = parse_index(table)
-        vocab = dep_vocabulary(self.trained.meta["dep_labels"])
         text_dim = int(self.trained.model_config["text_dim"])
-        kw: dict[str, Any] = dict(text_dim=text_dim, use_audio=utts.has_audio, use_vision=utts.has_vision,
-                                  name="predict")
         t0 = time.perf_counter()
         if self.trained.finetuned:
-            examples = build_examples(utts, index, vocab, text_states=None, encoder=self.encoder, **kw)
+            examples = build_examples(utts, parse_index(table), dep_vocabulary(self.trained.meta["dep_labels"]),
+                                      text_states=None, encoder=self.encoder, text_dim=text_dim,
+                                      use_audio=utts.has_audio, use_vision=utts.has_vision, name="predict")
         else:
-            encoded = [self.encoder.encode(index[uid]["words"], index[uid]["sub_start"], index[uid]["sub_end"],
-                                           where=f"predict:{uid}") for uid in utts.ids]
-            states = self.encoder.encode_corpus(encoded, batch_size=self.encode_batch_size, device=self.device)
-            examples = build_examples(utts, index, vocab, text_states=dict(zip(utts.ids, states)), **kw)
+            examples = frozen_examples(utts, table, self.encoder, self.trained.meta["dep_labels"], text_dim,
+                                       self.encode_batch_size, self.device)
         return examples, time.perf_counter() - t0
 
     def score(self, examples) -> np.ndarray:

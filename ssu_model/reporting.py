@@ -2,7 +2,9 @@
 
 Inputs are the metrics JSON of contract D (``{"variant", "n_seeds", "mean": {...}, "std":
 {...}}``, accuracies/F1 as fractions) and the latency records written by `llm-graphs`
-(``latency_<name>.json``). Outputs are plain dicts (for JSON / ``dvc metrics``) and markdown.
+(``latency_<name>.json``, format 2: every clock says what it covers; Table 2 and Fig. 4 use the
+from-raw-text clocks, ``latency_breakdown`` lists them all). Outputs are plain dicts (for JSON /
+``dvc metrics``) and markdown.
 """
 
 from __future__ import annotations
@@ -48,15 +50,51 @@ def check_metrics(doc: Any, where: str) -> Mapping[str, Any]:
     return doc
 
 
+# The latency record written by `llm-graphs` (ssu_model.llm_graphs.latency_report; format 2).
+# Repeated here, not imported: `compare` must not depend on the LLM code (a test keeps them equal).
+LATENCY_FORMAT = "2"
+LATENCY_CLOCKS = ("ssu_from_raw_text", "ssu_from_raw_text_no_encoder", "ssu_graphs_only_cached_inputs",
+                  "llm_from_raw_text")
+LATENCY_RATIOS = {"ratio_from_raw_text": ("llm_from_raw_text", "ssu_from_raw_text"),
+                  "ratio_graphs_only": ("llm_from_raw_text", "ssu_graphs_only_cached_inputs")}
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
 def check_latency(doc: Any, where: str) -> Mapping[str, Any]:
-    if not isinstance(doc, Mapping) or not isinstance(doc.get("constructors"), Mapping):
-        raise DataError(f"{where}: latency record lacks 'constructors'")
-    for name, rec in doc["constructors"].items():
-        for key in ("seconds_median", "params_total"):
-            if not isinstance(rec.get(key), (int, float)):
-                raise DataError(f"{where}: constructors.{name}.{key} missing or not a number")
-    if "SSU" not in doc["constructors"]:
-        raise DataError(f"{where}: latency record has no SSU entry")
+    """Validate one `llm-graphs` latency record (format 2); returns it.
+
+    A record of the earlier format (``constructors``/``speedup``: SSU timed on cached parses
+    only) is refused with one line: its ratio is not comparable with the from-raw-text one."""
+    if not isinstance(doc, Mapping):
+        raise DataError(f"{where}: latency record must be a JSON object")
+    if "constructors" in doc and "ssu_from_raw_text" not in doc:
+        raise DataError(f"{where}: latency record of the old format (SSU timed from cached parses only, "
+                        "no ssu_from_raw_text): re-run llm-graphs")
+    if str(doc.get("format")) != LATENCY_FORMAT:
+        raise DataError(f"{where}: latency record format {doc.get('format')!r}, expected {LATENCY_FORMAT!r} "
+                        "(re-run llm-graphs)")
+    for key in LATENCY_CLOCKS:
+        rec = doc.get(key)
+        if not isinstance(rec, Mapping) or not isinstance(rec.get("what"), str):
+            raise DataError(f"{where}: latency record lacks {key} (with its 'what')")
+        for field in ("seconds_median", "batch_size", "n_timed_batches", "threads"):
+            if not _number(rec.get(field)) or rec[field] <= 0:
+                raise DataError(f"{where}: {key}.{field} missing or not a positive number")
+    for key, (num, den) in LATENCY_RATIOS.items():
+        value = doc.get(key)
+        want = doc[num]["seconds_median"] / doc[den]["seconds_median"]
+        if not _number(value) or abs(value - want) > 1e-6 * want:
+            raise DataError(f"{where}: {key} is not {num} / {den} of the medians")
+    llm = doc.get("llm")
+    params = doc.get("params")
+    if not isinstance(llm, str) or not isinstance(params, Mapping):
+        raise DataError(f"{where}: latency record lacks 'llm' (the constructor's name) or 'params'")
+    for name in ("SSU", llm):
+        if not isinstance(params.get(name), Mapping) or not _number(params[name].get("total")):
+            raise DataError(f"{where}: params.{name}.total missing or not a number")
     return doc
 
 
@@ -82,6 +120,11 @@ def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
+def times(ratio: float) -> str:
+    """A speed-up as text: one decimal below 100x (7.1x, 27.6x), whole above (729x)."""
+    return f"{ratio:.0f}x" if ratio >= 99.95 else f"{ratio:.1f}x"
+
+
 def human_params(n: float) -> str:
     if n >= 1e9:
         return f"{n / 1e9:.2f}B"
@@ -89,28 +132,56 @@ def human_params(n: float) -> str:
 
 
 def constructor_points(latencies: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, float]]:
-    """name -> {seconds, params, speedup} for SSU and each LLM (SSU: median over the records,
-    each of which timed SSU on the same batches as its LLM)."""
+    """name -> {seconds, params, speedup} for SSU and each LLM, graph construction **from raw text**
+    (``ssu_from_raw_text`` / ``llm_from_raw_text``); SSU: median over the records, each of which
+    timed SSU on the same batches as its LLM; speedup = the LLM's median / its record's SSU median."""
     if not latencies:
         raise DataError("no latency records")
     points: dict[str, dict[str, float]] = {}
     ssu_s, ssu_p = [], []
     for name, doc in latencies.items():
-        cons = doc["constructors"]
-        if name not in cons:
-            raise DataError(f"latency record of {name} has no entry named {name}")
-        ssu_s.append(float(cons["SSU"]["seconds_median"]))
-        ssu_p.append(float(cons["SSU"]["params_total"]))
-        points[name] = {"seconds": float(cons[name]["seconds_median"]), "params": float(cons[name]["params_total"]),
-                        "speedup": float(cons[name]["seconds_median"]) / max(float(cons["SSU"]["seconds_median"]), 1e-12)}
+        if doc.get("llm") != name:
+            raise DataError(f"latency record of {name} times {doc.get('llm')!r}")
+        ssu = float(doc["ssu_from_raw_text"]["seconds_median"])
+        llm = float(doc["llm_from_raw_text"]["seconds_median"])
+        ssu_s.append(ssu)
+        ssu_p.append(float(doc["params"]["SSU"]["total"]))
+        points[name] = {"seconds": llm, "params": float(doc["params"][name]["total"]), "speedup": llm / max(ssu, 1e-12)}
     ssu_s.sort()
     points["SSU"] = {"seconds": ssu_s[len(ssu_s) // 2], "params": max(ssu_p), "speedup": 1.0}
     return points
 
 
+def latency_breakdown(latencies: Mapping[str, Mapping[str, Any]]) -> tuple[dict[str, Any], str]:
+    """Every clock of each latency record (medians, s / batch) and both ratios, plus what each
+    clock covers: the breakdown under Table 2 (its headline is from raw text)."""
+    data: dict[str, Any] = {}
+    rows = []
+    for name, doc in latencies.items():
+        entry = {key: float(doc[key]["seconds_median"]) for key in LATENCY_CLOCKS}
+        entry.update({key: float(doc[key]) for key in LATENCY_RATIOS})
+        first = doc["llm_from_raw_text"]
+        entry.update(batch_size=int(first["batch_size"]), n_timed_batches=int(first["n_timed_batches"]),
+                     threads=int(first["threads"]))
+        data[name] = entry
+        rows.append([name, *(f"{entry[k]:.4g}" for k in LATENCY_CLOCKS),
+                     f"**{times(entry['ratio_from_raw_text'])}**", times(entry["ratio_graphs_only"]),
+                     f"{entry['n_timed_batches']} x {entry['batch_size']}", str(entry["threads"])])
+    header = ["LLM record", "SSU from raw text", "SSU from raw text w/o encoder forward",
+              "SSU graphs only (cached inputs)", "LLM from raw text", "ratio from raw text (headline)",
+              "ratio graphs only (breakdown)", "timed batches x size", "threads"]
+    doc = next(iter(latencies.values()))
+    notes = [f"- **{key}**: {doc[key]['what']}" for key in LATENCY_CLOCKS]
+    notes += [f"- **{key}**: {num} / {den}" for key, (num, den) in LATENCY_RATIOS.items()]
+    if doc.get("parse_cache"):
+        notes.append(f"- parse cache: {doc['parse_cache']}")
+    return data, _md_table(header, rows) + "\n\nMedian seconds per batch. What is on each clock:\n\n" + "\n".join(notes)
+
+
 def table2(ssu: Mapping[str, Any], llms: Mapping[str, Mapping[str, Any]],
            latencies: Mapping[str, Mapping[str, Any]]) -> tuple[dict[str, Any], str]:
-    """Table 2: SSU vs the LLM graph constructors (metrics, construction time per batch, params)."""
+    """Table 2: SSU vs the LLM graph constructors (metrics, graph construction from raw text per
+    batch, params, SSU's speed-up from raw text)."""
     points = constructor_points(latencies)
     missing = sorted(set(llms) - set(points))
     if missing:
@@ -119,12 +190,12 @@ def table2(ssu: Mapping[str, Any], llms: Mapping[str, Mapping[str, Any]],
     rows = []
     for name, doc in [*llms.items(), ("SSU", ssu)]:
         pt = points[name]
-        data[name] = {**_summary(doc), "seconds_per_batch": pt["seconds"], "params": pt["params"],
-                      "ssu_speedup": pt["speedup"]}
+        data[name] = {**_summary(doc), "seconds_per_batch_from_raw_text": pt["seconds"], "params": pt["params"],
+                      "ssu_faster_from_raw_text": pt["speedup"]}
         rows.append([name, *_metric_cells(doc), f"{pt['seconds']:.4g}", human_params(pt["params"]),
-                     "—" if name == "SSU" else f"{pt['speedup']:.0f}x"])
-    header = ["Constructor", *(t for _k, t, _p in COLUMNS), "Graph construction (s / batch)", "Params",
-              "SSU faster by"]
+                     "—" if name == "SSU" else times(pt["speedup"])])
+    header = ["Constructor", *(t for _k, t, _p in COLUMNS), "Graph construction from raw text (s / batch)",
+              "Params", "SSU faster (from raw text)"]
     return data, _md_table(header, rows)
 
 
@@ -156,8 +227,8 @@ def table4(full: Mapping[str, Any], losses: Mapping[str, Mapping[str, Any]]) -> 
 
 
 def fig4(points: Mapping[str, Mapping[str, float]], path: Path | str, title: str = "") -> dict[str, tuple[float, float]]:
-    """Fig. 4: parameters vs graph-construction time per batch, log axes, one labelled point
-    per constructor. Returns each point's pixel position (x, y from the top-left) in the PNG."""
+    """Fig. 4: parameters vs graph-construction time per batch (``constructor_points``: from raw
+    text), log axes, one labelled point per constructor. Returns each point's pixel position (x, y from the top-left) in the PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -181,7 +252,7 @@ def fig4(points: Mapping[str, Mapping[str, float]], path: Path | str, title: str
     ys = [p["params"] for p in points.values()]
     ax.set_xlim(min(xs) / 4, max(xs) * 4)
     ax.set_ylim(min(ys) / 4, max(ys) * 4)
-    ax.set_xlabel("graph construction time per batch (s, log)")
+    ax.set_xlabel("graph construction from raw text per batch (s, log)")
     ax.set_ylabel("parameters (log)")
     ax.set_title(title or "Model size vs graph construction time")
     ax.grid(True, which="both", alpha=0.3)

@@ -25,10 +25,18 @@ def metrics_doc(variant, acc, mae, std=0.01):
             "std": {k: std for k in KEYS}, "per_seed": {"0": mean, "1": mean}}
 
 
-def latency_doc(name, ssu_s, llm_s, ssu_p=23_000_000, llm_p=160_000_000):
-    return {"batch_size": 128, "constructors": {
-        "SSU": {"seconds_median": ssu_s, "params_total": ssu_p, "params": {"ssu": ssu_p}},
-        name: {"seconds_median": llm_s, "params_total": llm_p, "params": {"llm": llm_p}}}}
+def latency_doc(name, ssu_s, llm_s, graphs_s=None, ssu_p=23_000_000, llm_p=160_000_000):
+    """A latency record as `llm-graphs` writes it (one timed batch): SSU from raw text ``ssu_s``
+    (60 % of it the encoder forward), SSU graphs only ``graphs_s``, the LLM from raw text ``llm_s``."""
+    from ssu_model import llm_graphs as lg
+
+    rest = 0.4 * ssu_s / 5
+    call = {"parse": rest, "subword_ids": rest, "encoder_forward": 0.6 * ssu_s, "records": rest, "collate": rest,
+            "build_graphs": rest}
+    llm = {"input_forward_pooling": llm_s, "collate": 0.0, "build_graphs": 0.0}
+    return lg.latency_report(name, [[call]], [[graphs_s if graphs_s is not None else ssu_s / 10]], [llm],
+                             batch_size=128, batch_sizes=[128], threads=2,
+                             params={"SSU": {"ssu": ssu_p}, name: {"llm": llm_p}})
 
 
 @pytest.fixture
@@ -42,7 +50,7 @@ def run_dir(tmp_path):
         docs[v] = metrics_doc(v, 0.70 + 0.01 * i, 0.9 - 0.01 * i)
     for v, d in docs.items():
         (m / f"{v}.json").write_text(json.dumps(d))
-    (m / "latency_tiny.json").write_text(json.dumps(latency_doc("tiny", 0.01, 5.0)))
+    (m / "latency_tiny.json").write_text(json.dumps(latency_doc("tiny", 0.05, 5.0, graphs_s=0.01)))
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["llm_graphs"]["models"] = {"tiny": {"path": "x", "precision": "fp32"}}
     params["compare"].update(metrics=str(m), out=str(tmp_path / "reports"),
@@ -55,8 +63,16 @@ def test_compare_stage_writes_tables_json_and_png(run_dir):
     result = runner.invoke(app, ["compare", "--params", str(run_dir / "params.yaml")])
     assert result.exit_code == 0, result.output
     md = (run_dir / "reports" / "compare.md").read_text()
-    for title in ("Table 2", "Table 3", "Table 4", "Acc2 (Has0)", "Acc2 (Non0)", "F1 (Non0)", "500x"):
+    for title in ("Table 2", "Table 3", "Table 4", "Acc2 (Has0)", "Acc2 (Non0)", "F1 (Non0)"):
         assert title in md, title
+    # the headline is from raw text (5.0 s / 0.05 s); graphs only (5.0 / 0.01) only in the breakdown
+    table2 = md[md.index("## Table 2"):md.index("### Graph-construction latency breakdown")]
+    assert "Graph construction from raw text (s / batch)" in table2 and "SSU faster (from raw text)" in table2
+    assert "| 100x |" in table2 and "500x" not in table2
+    breakdown = md[md.index("### Graph-construction latency breakdown"):md.index("## Table 3")]
+    assert "ratio from raw text (headline)" in breakdown and "ratio graphs only (breakdown)" in breakdown
+    assert "| **100x** | 500x |" in breakdown
+    assert "SSU.build_graphs alone on an already collated batch" in breakdown  # what each clock covers
     assert "| tiny | 70.00 ± 1.00 |" in md
     assert "| SSU | 80.00 ± 1.00 |" in md
     assert "0.7000 ± 0.0100" in md  # SSU MAE
@@ -65,7 +81,11 @@ def test_compare_stage_writes_tables_json_and_png(run_dir):
                                            "Full (all losses)")]
     assert order == sorted(order)
     rep = json.loads((run_dir / "reports" / "compare.json").read_text())
-    assert rep["table2"]["tiny"]["ssu_speedup"] == pytest.approx(500.0)
+    assert rep["table2"]["tiny"]["ssu_faster_from_raw_text"] == pytest.approx(100.0)
+    assert rep["table2"]["SSU"]["seconds_per_batch_from_raw_text"] == pytest.approx(0.05)
+    assert rep["latency"]["tiny"]["ratio_graphs_only"] == pytest.approx(500.0)
+    assert rep["latency"]["tiny"]["ssu_from_raw_text_no_encoder"] == pytest.approx(0.02)
+    assert rep["fig4"]["SSU"]["seconds"] == pytest.approx(0.05) and rep["fig4"]["tiny"]["speedup"] == pytest.approx(100.0)
     assert rep["table2"]["SSU"]["mean"]["Non0_F1"] == pytest.approx(0.80)
     assert rep["table3"]["no_anchor"]["mean"]["MAE"] == pytest.approx(0.80)
     assert rep["table3"]["no_anchor_cross"]["mean"]["MAE"] == pytest.approx(0.85)
@@ -103,8 +123,50 @@ def test_bad_metrics_and_latency_are_rejected():
     del doc["std"]["Non0_F1"]
     with pytest.raises(DataError, match="std.Non0_F1"):
         reporting.check_metrics(doc, "x.json")
-    with pytest.raises(DataError, match="no SSU entry"):
-        reporting.check_latency({"constructors": {"a": {"seconds_median": 1, "params_total": 1}}}, "l.json")
+    good = latency_doc("tiny", 0.05, 5.0)
+    reporting.check_latency(good, "l.json")
+    bad = json.loads(json.dumps(good))
+    del bad["ssu_from_raw_text_no_encoder"]
+    with pytest.raises(DataError, match="lacks ssu_from_raw_text_no_encoder"):
+        reporting.check_latency(bad, "l.json")
+    bad = json.loads(json.dumps(good))
+    bad["ratio_from_raw_text"] = bad["ratio_graphs_only"]  # a graphs-only ratio passed off as the headline
+    with pytest.raises(DataError, match="ratio_from_raw_text is not llm_from_raw_text / ssu_from_raw_text"):
+        reporting.check_latency(bad, "l.json")
+    bad = json.loads(json.dumps(good))
+    del bad["params"]["SSU"]
+    with pytest.raises(DataError, match="params.SSU.total"):
+        reporting.check_latency(bad, "l.json")
     with pytest.raises(DataError, match="no latency record"):
         reporting.table2(metrics_doc("full", .8, .7), {"other": metrics_doc("o", .7, .9)},
                          {"tiny": latency_doc("tiny", 0.01, 1.0)})
+
+
+OLD_FORMAT = {"batch_size": 128, "speedup": 729.0, "constructors": {  # before the raw-text clock
+    "SSU": {"seconds_median": 0.014, "params_total": 22_850_439, "what": "SSU.build_graphs"},
+    "smollm2": {"seconds_median": 10.17, "params_total": 157_583_671}}}
+
+
+def test_old_format_latency_record_is_one_clear_line(run_dir):
+    with pytest.raises(DataError, match="old format .*re-run llm-graphs"):
+        reporting.check_latency(OLD_FORMAT, "latency_smollm2.json")
+    (run_dir / "metrics" / "latency_tiny.json").write_text(json.dumps(OLD_FORMAT))
+    result = runner.invoke(app, ["compare", "--params", str(run_dir / "params.yaml")])
+    assert result.exit_code == 1
+    assert "latency_tiny.json: latency record of the old format" in result.output
+    assert "Traceback" not in result.output
+    assert not (run_dir / "reports" / "compare.json").exists()
+
+
+def test_speed_ups_keep_a_decimal_below_100x():
+    assert [reporting.times(r) for r in (6.822, 27.55, 99.99999, 729.4)] == ["6.8x", "27.6x", "100x", "729x"]
+
+
+def test_reader_and_writer_agree_on_the_latency_format():
+    from ssu_model import llm_graphs as lg
+
+    assert reporting.LATENCY_FORMAT == lg.LATENCY_FORMAT
+    assert set(reporting.LATENCY_CLOCKS) == set(lg.LATENCY_WHAT)
+    assert set(reporting.LATENCY_RATIOS) == set(lg.RATIO_WHAT)
+    for key, (num, den) in reporting.LATENCY_RATIOS.items():
+        assert lg.RATIO_WHAT[key].startswith(f"{num} / {den}")

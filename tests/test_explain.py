@@ -19,12 +19,9 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 import yaml
-from typer.testing import CliRunner
 
-from stages.cli import app
-from tests.conftest import ROOT
+from tests.workspace import invoke as _invoke, ok as _ok, tiny_params, train_tiny
 
-runner = CliRunner()
 SIZES = (24, 12, 12)
 VARIANTS = ("full", "no_anchor_ta")
 EXPLAIN = {  # small enough for a test: a 5 x 5 grid on 8 utterances
@@ -34,15 +31,6 @@ EXPLAIN = {  # small enough for a test: a 5 x 5 grid on 8 utterances
 }
 
 
-def _invoke(args, **kw):
-    return runner.invoke(app, [str(a) for a in args], **kw)
-
-
-def _ok(result):
-    assert result.exit_code == 0, result.output
-    return result
-
-
 @pytest.fixture(scope="module")
 def ws(tmp_path_factory):
     from ssu_model import sample
@@ -50,28 +38,12 @@ def ws(tmp_path_factory):
     root = tmp_path_factory.mktemp("explain")
     data = sample.generate(0, SIZES, aligned=True, nonfinite_share=0.0)
     sample.dump(data, root / "sample.pkl")
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["base"] = {"seeds": [0, 1], "device": "cpu"}
-    params["parse"]["cache"] = None
-    params["model"].update(hidden=16, heads=2, gat_layers=1, score_dim=8, edge_dim=8, max_nodes=8,
-                           max_edges_per_node=4, fusion_k=2)
-    params["train"].update(epochs=1, patience=1, batch_size=8, eval_batch_size=16, threads=1)
-    params["evaluate"] = {"batch_size": 16, "png": False}
+    params = tiny_params()
     params["variants"] = {"full": {}, "no_anchor_ta": {"model": {"use_anchor": False},
                                                        "train": {"modalities": ["text", "audio"]}}}
     params["explain"] = dict(EXPLAIN, utterances=[str(i) for i in sorted(data["test"]["id"])[:2]])
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    p = ["--params", root / "params.yaml"]
-    _ok(_invoke(["features", *p, "--input", root / "sample.pkl", "--out", root / "features"]))
-    _ok(_invoke(["parse", *p, "--input", root / "features", "--out", root / "parse"]))
-    _ok(_invoke(["text-features", *p, "--parse", root / "parse", "--out", root / "text_features"]))
-    dirs = ["--features", root / "features", "--parse", root / "parse", "--text-features", root / "text_features"]
-    for variant in VARIANTS:
-        _ok(_invoke(["train", "--variant", variant, *p, *dirs, "--out", root / "models" / variant,
-                     "--live", root / "dvclive" / variant]))
-        _ok(_invoke(["evaluate", "--variant", variant, *p, *dirs, "--models", root / "models" / variant,
-                     "--out", root / f"metrics_{variant}.json", "--predictions", root / f"{variant}.parquet",
-                     "--plots", root / "plots" / variant]))
+    train_tiny(root, params, VARIANTS,
+               {v: (root / f"metrics_{v}.json", root / f"{v}.parquet", root / "plots" / v) for v in VARIANTS})
     _ok(_invoke(explain_args(root)))
     return root
 

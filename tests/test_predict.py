@@ -16,24 +16,12 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from typer.testing import CliRunner
 
-from stages.cli import app
-from tests.conftest import ROOT
+from tests.workspace import invoke as _invoke, ok as _ok, tiny_params, train_tiny
 
-runner = CliRunner()
 SIZES = (24, 12, 12)
 HEADER = ["id", "score", "class7", "sentiment", "seed_std", "seed_min", "seed_max", "text"]
 SENTENCES = ["i really liked this movie", "the plot was not good at all", "it was okay i guess"]
-
-
-def _invoke(args, **kw):
-    return runner.invoke(app, [str(a) for a in args], **kw)
-
-
-def _ok(result):
-    assert result.exit_code == 0, result.output
-    return result
 
 
 @pytest.fixture(scope="module")
@@ -48,28 +36,12 @@ def ws(tmp_path_factory):
         for key, value in split.items():
             split[key] = value[order]
     sample.dump(data, root / "sample.pkl")
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["base"] = {"seeds": [0, 1], "device": "cpu"}
-    params["parse"]["cache"] = None
-    params["model"].update(hidden=16, heads=2, gat_layers=1, score_dim=8, edge_dim=8, max_nodes=8,
-                           max_edges_per_node=4, fusion_k=2, standardize_streams=True)
-    params["train"].update(epochs=1, patience=1, batch_size=8, eval_batch_size=16, threads=1)
-    params["evaluate"] = {"batch_size": 16, "png": False}
+    params = tiny_params(standardize_streams=True)
     # train fits stream statistics whenever standardize_streams is on, which fails for a model
     # that reads no stream (reported; stages/train.py is not changed here)
     params["variants"]["text_only"]["model"] = {"standardize_streams": False}
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    p = ["--params", root / "params.yaml"]
-    _ok(_invoke(["features", *p, "--input", root / "sample.pkl", "--out", root / "features"]))
-    _ok(_invoke(["parse", *p, "--input", root / "features", "--out", root / "parse"]))
-    _ok(_invoke(["text-features", *p, "--parse", root / "parse", "--out", root / "text_features"]))
-    dirs = ["--features", root / "features", "--parse", root / "parse", "--text-features", root / "text_features"]
-    for variant in ("full", "text_only"):
-        _ok(_invoke(["train", "--variant", variant, *p, *dirs, "--out", root / "models" / variant,
-                     "--live", root / "dvclive" / variant]))
-    _ok(_invoke(["evaluate", "--variant", "full", *p, *dirs, "--models", root / "models" / "full",
-                 "--out", root / "metrics.json", "--predictions", root / "eval.parquet",
-                 "--plots", root / "plots"]))
+    train_tiny(root, params, ("full", "text_only"),
+               {"full": (root / "metrics.json", root / "eval.parquet", root / "plots")})
     return root
 
 

@@ -79,6 +79,17 @@ def format_table(columns: dict[str, list]) -> str:
     return "\n".join(rows) + "\n"
 
 
+def _same_tokenizer_as_training(trained, tokenizer_folder: Path) -> bool:
+    """Whether the tokenizer predict loaded has the fingerprint `parse` recorded for the training
+    text (train copies it into every checkpoint's meta). The fingerprint also covers the
+    transformers/tokenizers versions, so an upgrade alone changes it; folders that record none
+    (trained before the parse recorded it) are taken as the same."""
+    from ssu_model.syntax import tokenizer_info
+
+    recorded = (trained.meta.get("parse") or {}).get("tokenizer_fingerprint")
+    return not recorded or tokenizer_info(tokenizer_folder).fingerprint == recorded
+
+
 @stage_command
 def main(
     texts: Optional[list[str]] = typer.Argument(None, help="utterances to score, one per argument (quote each)",
@@ -179,6 +190,10 @@ def main(
     hf_logging.disable_progress_bar()  # stderr keeps to this command's own lines
     predictor = inference.Predictor(trained, ENCODER_CACHE, device=dev, batch_size=batch_size)
     t_load = time.perf_counter() - t0
+    if not _same_tokenizer_as_training(trained, predictor.tokenizer_folder):
+        log("predict: warning: the tokenizer files or the transformers/tokenizers versions differ from those "
+            "the model's training text was parsed with (the fingerprint recorded in its checkpoints); "
+            "sub-word splits, and so scores, may differ from evaluate's")
     preds = predictor.predict(utts)
     t = preds.timings
     log(f"predict: {len(preds.ids)} utterance(s): load {t_load:.1f}s, parse {t['parse']:.2f}s, "

@@ -290,6 +290,32 @@ def test_checkpoints_of_different_trainings_are_refused(ws, tmp_path):
     _error(_invoke(["predict", "--model", mixed, "good movie"]), "model configuration differs from seed 0's")
 
 
+def test_a_tokenizer_unlike_the_training_one_is_warned_about(ws, tmp_path):
+    """predict compares the tokenizer it loads with the fingerprint `parse` recorded for the
+    training text (in every checkpoint's meta): the same one scores silently; another one (here a
+    changed fingerprint) still scores, the same numbers, with one warning line."""
+    import shutil
+
+    import torch
+
+    same = _ok(_invoke(predict_args(ws, "text_only", "good movie", "--no-table", "--out", tmp_path / "same.json")))
+    assert "warning" not in same.output
+    changed = tmp_path / "changed"
+    shutil.copytree(ws / "models" / "text_only", changed)
+    for ckpt_path in changed.glob("seed_*.pt"):
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        assert ckpt["meta"]["parse"]["tokenizer_fingerprint"]  # train recorded it
+        ckpt["meta"]["parse"]["tokenizer_fingerprint"] = "0" * 64
+        torch.save(ckpt, ckpt_path)
+    out = tmp_path / "changed.json"
+    r = _ok(_invoke(["predict", "--model", changed, "--device", "cpu", "--threads", "1", "good movie",
+                     "--no-table", "--out", out]))
+    warnings = [ln for ln in r.output.splitlines() if "warning" in ln]
+    assert len(warnings) == 1 and "tokenizer" in warnings[0], r.output
+    rows = lambda path: json.loads(path.read_text())["rows"]  # noqa: E731
+    assert [row["score"] for row in rows(out)] == [row["score"] for row in rows(tmp_path / "same.json")]
+
+
 @pytest.mark.parametrize("args, message", [
     ([], "nothing to score"),
     (["good", "--input", "x.pkl"], "give one input, not TEXT and --input"),

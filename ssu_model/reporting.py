@@ -160,7 +160,7 @@ def latency_breakdown(latencies: Mapping[str, Mapping[str, Any]]) -> tuple[dict[
     for name, doc in latencies.items():
         entry = {key: float(doc[key]["seconds_median"]) for key in LATENCY_CLOCKS}
         entry.update({key: float(doc[key]) for key in LATENCY_RATIOS})
-        # The LLM constructor's graphs also read the MiniLM node features off its clock, so the
+        # The LLM constructor's graphs also read the text encoder's node features off its clock, so the
         # like-for-like ratio of the two *graph constructors* leaves that encoder off both clocks.
         entry["ratio_constructors_encoder_off_both"] = (
             entry["llm_from_raw_text"] / max(entry["ssu_from_raw_text_no_encoder"], 1e-12))
@@ -180,8 +180,11 @@ def latency_breakdown(latencies: Mapping[str, Mapping[str, Any]]) -> tuple[dict[
     notes = [f"- **{key}**: {doc[key]['what']}" for key in LATENCY_CLOCKS]
     notes += [f"- **{key}**: {num} / {den}" for key, (num, den) in LATENCY_RATIOS.items()]
     notes.append("- **ratio_constructors_encoder_off_both**: llm_from_raw_text / ssu_from_raw_text_no_encoder: "
-                 "the two graph constructors from raw text with the MiniLM node features (read by both, "
+                 "the two graph constructors from raw text with the text encoder's node features (read by both, "
                  "timed on neither LLM clock) off both clocks; the headline puts that encoder on SSU's clock only")
+    encoder = (doc.get("parse_settings") or {}).get("text_encoder")
+    if encoder:
+        notes.append(f"- text encoder giving the node features (`text_features.model_path`): {encoder}")
     if doc.get("parse_cache"):
         notes.append(f"- parse cache: {doc['parse_cache']}")
     return data, _md_table(header, rows) + "\n\nMedian seconds per batch. What is on each clock:\n\n" + "\n".join(notes)

@@ -68,6 +68,7 @@ def main(
 ) -> None:
     """Tables 2-4 and Fig. 4 of the paper from this run's metrics and latency records."""
     import json
+    import os
 
     from ssu_model import reporting
     from stages.modelling import LLMGraphsParams
@@ -121,7 +122,8 @@ def main(
         sections += ["", "## Table 4: loss combinations", "", md4]
     points = reporting.constructor_points(latencies)
     report["fig4"] = points
-    sections += ["", f"![Fig. 4: parameters vs graph construction time]({Path('..') / plot})", ""]
+    link = Path(os.path.relpath(plot.resolve(), out.resolve())).as_posix()  # from the report's folder
+    sections += ["", f"![Fig. 4: parameters vs graph construction time]({link})", ""]
 
     with atomic_file(plot) as tmp:
         reporting.fig4(points, tmp)

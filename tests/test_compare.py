@@ -172,3 +172,27 @@ def test_reader_and_writer_agree_on_the_latency_format():
     assert set(reporting.LATENCY_RATIOS) == set(lg.RATIO_WHAT)
     for key, (num, den) in reporting.LATENCY_RATIOS.items():
         assert lg.RATIO_WHAT[key].startswith(f"{num} / {den}")
+
+
+def test_report_links_the_plot_and_names_the_encoder_from_a_pipeline_folder(run_dir, monkeypatch):
+    """A real-data pipeline keeps its report and plot under pipelines/<name>/ (paths relative to the
+    repository root, the stages' wdir): the image link is relative to the report's folder, and the
+    latency breakdown names the text encoder the latency record says gave the node features."""
+    import re
+
+    monkeypatch.chdir(run_dir)
+    params = yaml.safe_load((run_dir / "params.yaml").read_text())
+    params["compare"].update(out="pipe/x/reports", plot="pipe/x/plots/fig4.png")
+    (run_dir / "params.yaml").write_text(yaml.safe_dump(params))
+    record = run_dir / "metrics" / "latency_tiny.json"
+    doc = json.loads(record.read_text())
+    doc["parse_settings"] = {"text_encoder": "mpnet"}
+    record.write_text(json.dumps(doc))
+    result = runner.invoke(app, ["compare", "--params", "params.yaml"])
+    assert result.exit_code == 0, result.output
+    reports = run_dir / "pipe" / "x" / "reports"
+    md = (reports / "compare.md").read_text()
+    link = re.search(r"!\[Fig\. 4[^\]]*\]\(([^)]+)\)", md).group(1)
+    assert link == "../plots/fig4.png"
+    assert (reports / link).resolve() == (run_dir / "pipe" / "x" / "plots" / "fig4.png").resolve()
+    assert "- text encoder giving the node features (`text_features.model_path`): mpnet" in md

@@ -41,10 +41,10 @@ def tiny_params(**model) -> dict:
 
 
 def train_tiny(root: Path, params: dict, train: Sequence[str],
-               evaluate: Mapping[str, tuple[Path, Path, Path]]) -> list:
+               evaluate: Mapping[str, tuple[Path, Path, Path]]) -> None:
     """Write ``root/params.yaml``, run the stages on ``root/sample.pkl``, train ``train`` into
     ``root/models/<variant>`` and evaluate each variant of ``evaluate`` into its (metrics JSON,
-    predictions parquet, plots folder). Returns the `--features/--parse/--text-features` options."""
+    predictions parquet, plots folder)."""
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     p = ["--params", root / "params.yaml"]
     ok(invoke(["features", *p, "--input", root / "sample.pkl", "--out", root / "features"]))
@@ -57,4 +57,3 @@ def train_tiny(root: Path, params: dict, train: Sequence[str],
     for variant, (metrics, predictions, plots) in evaluate.items():
         ok(invoke(["evaluate", "--variant", variant, *p, *dirs, "--models", root / "models" / variant,
                    "--out", metrics, "--predictions", predictions, "--plots", plots]))
-    return dirs

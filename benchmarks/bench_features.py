@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 READER = r"""
 import json, sys, time, resource
 import numpy as np
-from ssu_model.data import FeatureSplit
+from ssu_model.data.features import FeatureSplit
 
 def rss_anon_kib():
     for line in open("/proc/self/status"):

@@ -8,7 +8,7 @@ parameters of SSU and of the default text encoder (all-MiniLM-L6-v2, when instal
 ``--baseline FILE`` times another version of the model with the same weights and batch,
 interleaved with the current one in the same process, and prints both medians and their ratio:
 on a shared, noisy machine only such side-by-side ratios are meaningful. FILE is a single-file
-model of a commit before the library split (``git show a8837d1:ssu_model/model.py >
+model of a commit before the library split (``git show a8837d1:ssu_model/ssu/model.py >
 /tmp/model_before.py``); its parameters are the current ones without the ``graph_builder.`` prefix.
 
 Headline: ``build_graphs`` from node inputs, i.e. what the model calls: a collated batch (word
@@ -34,8 +34,8 @@ import time
 import numpy as np
 import torch
 
-from ssu_model.batching import UtteranceRecord, collate
-from ssu_model.model import SSU, SSUConfig
+from ssu_model.data.batching import UtteranceRecord, collate
+from ssu_model.ssu.model import SSU, SSUConfig
 
 
 def make_batch(batch: int, words: int, la: int, lv: int, cfg: SSUConfig, seed: int = 0, aligned=True):
@@ -92,7 +92,7 @@ def time_build(model: SSU, batch, device: str, warmup: int, repeats: int) -> tup
 
 
 def load_baseline(path: str):
-    """Import another version of ssu_model/model.py as a separate module."""
+    """Import another version of ssu_model/ssu/model.py as a separate module."""
     spec = importlib.util.spec_from_file_location("ssu_model_baseline", path)
     if spec is None or spec.loader is None:
         sys.exit(f"error: cannot import baseline model file {path}")
@@ -143,7 +143,7 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--repeats", type=int, default=30)
     ap.add_argument("--no-encoder", action="store_true", help="skip the text-encoder parameter count")
-    ap.add_argument("--baseline", default=None, help="another ssu_model/model.py to time side by side")
+    ap.add_argument("--baseline", default=None, help="another ssu_model/ssu/model.py to time side by side")
     ap.add_argument("--no-nopool", action="store_true", help="skip the slow no-pooling case")
     args = ap.parse_args()
     base_mod = load_baseline(args.baseline) if args.baseline else None

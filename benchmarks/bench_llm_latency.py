@@ -2,7 +2,7 @@
 
 Same machine, same batch of ``--batch`` MOSI-shaped utterances (distinct sentences of the sample
 generator's templates, A5/V20 streams of ``--steps`` steps), warm (one untimed call of each path
-first). The clocks are those of the `llm-graphs` stage (``ssu_model.llm_graphs.latency_report``
+first). The clocks are those of the `llm-graphs` stage (``ssu_model.llm.llm_graphs.latency_report``
 names what each covers):
 
 - ``ssu_from_raw_text`` (headline): ``inference.graphs_from_raw_text``, the calls `predict` makes
@@ -45,10 +45,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ssu_model import llm_graphs as lg  # noqa: E402
-from ssu_model.batching import UtteranceRecord, collate  # noqa: E402
-from ssu_model.model import SSU, SSUConfig  # noqa: E402
-from ssu_model.sample import distinct_sentences  # noqa: E402
+from ssu_model.llm import llm_graphs as lg  # noqa: E402
+from ssu_model.data.batching import UtteranceRecord, collate  # noqa: E402
+from ssu_model.ssu.model import SSU, SSUConfig  # noqa: E402
+from ssu_model.data.sample import distinct_sentences  # noqa: E402
 
 # Public architecture sizes (config.json of each model); random weights are used.
 ARCHS = {
@@ -145,10 +145,10 @@ def main() -> None:
     raw = None
     te_params = 0
     if not args.no_raw_text:
-        from ssu_model import inference
-        from ssu_model.pretrained import MINILM, encoder_folder
-        from ssu_model.syntax import ParseConfig
-        from ssu_model.text_encoder import TextEncoder
+        from ssu_model import predict as inference
+        from ssu_model.text.pretrained import MINILM, encoder_folder
+        from ssu_model.text.syntax import ParseConfig
+        from ssu_model.text.text_encoder import TextEncoder
 
         config = ParseConfig(tokenizer=encoder_folder(MINILM, ROOT / ".cache" / "encoders"))
         encoder = TextEncoder(None, max_length=config.max_length).to(dev).eval().requires_grad_(False)

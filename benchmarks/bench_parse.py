@@ -8,7 +8,7 @@ For each corpus, side by side in one process:
   incremental  the corpus with 10% of its utterances edited ("so " + text): only those parse
 Corpora: the 2195 real MOSI transcripts (../shared/data/mosi_label_mmcpanda.csv, skipped when
 absent) and a MOSEI-scale text set (22856 distinct utterances) from the sample generator's
-sentence templates (ssu_model.sample.sentence).
+sentence templates (ssu_model.data.sample.sentence).
 
 Imports (spaCy, transformers) happen before any timing: they cost the same to every variant
 and to any process. Goals: cold >= 0.8x raw words/s; warm < 5% and incremental < 20% of the
@@ -45,7 +45,7 @@ def mosei_texts(seed: int = 0, neutral_share: float = 0.3) -> list[str]:
     would flatter the cached stage (it parses each distinct text once, raw nlp.pipe parses
     all), so sentences are drawn until 22856 distinct ones exist (deterministic).
     """
-    from ssu_model import sample
+    from ssu_model.data import sample
 
     total = sum(sample.SCALES["mosei"].sizes)
     rng = sample._rng(seed, 99, 0)
@@ -58,7 +58,7 @@ def mosei_texts(seed: int = 0, neutral_share: float = 0.3) -> list[str]:
 def run(name: str, texts: list[str], batch_size: int, n_process: int) -> dict:
     import spacy
 
-    from ssu_model import syntax
+    from ssu_model.text import syntax
     from stages.parse import resolve_tokenizer
 
     config = syntax.ParseConfig(tokenizer=resolve_tokenizer("minilm"), batch_size=batch_size, n_process=n_process)

@@ -6,7 +6,7 @@ the encoder and the seed models are loaded once, as a long-lived `Predictor` hol
   one-by-one   M sentences, one ``Predictor.predict`` call each (an interactive / service caller)
 Each row gives utterances/s, ms per utterance and where the time goes (parse = ``parse_corpus``,
 encode = ``TextEncoder`` + ``build_examples``, model = ``training.predict`` over all seeds).
-Sentences come from the sample generator's templates (``ssu_model.sample.sentence``), distinct.
+Sentences come from the sample generator's templates (``ssu_model.data.sample.sentence``), distinct.
 A model that reads audio/vision gets random streams of ``--stream-len`` steps of its widths.
 The one-time load (checkpoints, encoder, spaCy) is reported apart.
 
@@ -25,13 +25,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ssu_model.sample import distinct_sentences  # noqa: E402
+from ssu_model.data.sample import distinct_sentences  # noqa: E402
 
 
 def utterances(texts, trained, stream_len: int, seed: int):
     import numpy as np
 
-    from ssu_model import inference
+    from ssu_model import predict as inference
 
     utts = inference.from_texts(texts)
     rng = np.random.default_rng(seed)
@@ -56,7 +56,7 @@ def main() -> None:
 
     import torch
 
-    from ssu_model import inference
+    from ssu_model import predict as inference
     from stages.common import deterministic_torch
     from stages.inputs import ENCODER_CACHE
 

@@ -45,7 +45,7 @@ CASES = {
 
 
 def make_records(n, a_dim, v_dim, a_len, v_len, text_dim, seed=0):
-    from ssu_model.batching import UtteranceRecord
+    from ssu_model.data.batching import UtteranceRecord
 
     rng = np.random.default_rng(seed)
     recs = []
@@ -81,8 +81,8 @@ def main() -> None:
                     help="train through fit(dist=...) (DDP); under torchrun, or alone as a world of size 1")
     args = ap.parse_args()
 
-    from ssu_model.model import SSU, SSUConfig
-    from ssu_model.training import Example, TrainConfig, fit
+    from ssu_model.ssu.model import SSU, SSUConfig
+    from ssu_model.train.training import Example, TrainConfig, fit
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -124,7 +124,7 @@ def main() -> None:
         fit(model, train[:args.batch_size], valid[:8], TrainConfig(epochs=1, batch_size=args.batch_size), 0,
             device, dist=dist)
         t_valid = time.perf_counter()
-        from ssu_model.training import predict
+        from ssu_model.train.training import predict
 
         predict(model, valid, 128, device, dist=dist)
         t_valid = time.perf_counter() - t_valid
@@ -137,14 +137,14 @@ def main() -> None:
         say(f"{name:<18}{procs:>6}{n:>8}{spe:>10.1f}{n / spe:>9.0f}{t_valid * len(train) / len(valid):>9.1f}"
             f"{peak_rss_mib():>14.0f}{gpu:>14.0f}", flush=True)
     if dist is not None:
-        from ssu_model.distributed import teardown
+        from ssu_model.train.distributed import teardown
 
         teardown()
 
 
 def join_process_group(device: str):
     """A DistContext from torchrun's variables, or a world of size 1 on this machine without them."""
-    from ssu_model.distributed import Rendezvous, init_distributed, rendezvous_from_env
+    from ssu_model.train.distributed import Rendezvous, init_distributed, rendezvous_from_env
 
     try:
         rendezvous = rendezvous_from_env(os.environ)

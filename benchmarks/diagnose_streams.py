@@ -51,9 +51,9 @@ def main() -> None:
     import torch
 
     from sample_signal import LEXICON
-    from ssu_model.metrics import regression_metrics
-    from ssu_model.model import SSU
-    from ssu_model.training import fit, predict, seed_everything
+    from ssu_model.eval.metrics import regression_metrics
+    from ssu_model.ssu.model import SSU
+    from ssu_model.train.training import fit, predict, seed_everything
     from stages.modelling import build_model_config, load_inputs
     from stages.train import resolve_variant
 

@@ -19,8 +19,8 @@ import time
 
 import numpy as np
 
-from ssu_model.metrics import METRIC_NAMES, metrics_report
-from ssu_model.significance import WITHIN_NOISE, compare_sides, per_seed_metrics, seed_predictions
+from ssu_model.eval.metrics import METRIC_NAMES, metrics_report
+from ssu_model.eval.significance import WITHIN_NOISE, compare_sides, per_seed_metrics, seed_predictions
 
 
 def make_side(rng, y, seeds, seed_sd, utt_sd, shift):

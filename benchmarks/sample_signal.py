@@ -20,7 +20,7 @@ import numpy as np
 from sklearn.feature_extraction.text import CountVectorizer
 from sklearn.linear_model import Ridge
 
-from ssu_model import sample as synth
+from ssu_model.data import sample as synth
 
 LEXICON = {a for a, _ in synth.POS_ADJ + synth.NEG_ADJ} | {
     "liked", "loved", "hated", "like", "laugh", "smile", "asleep", "enjoyed", "disliked", "adored",

@@ -70,7 +70,7 @@ def main(
     import json
     import os
 
-    from ssu_model import reporting
+    from ssu_model.eval import reporting
     from stages.modelling import LLMGraphsParams
 
     raw = load_params(params)

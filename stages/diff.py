@@ -13,7 +13,7 @@ one row per (seed, id)). At a commit the metrics come from git and the predictio
 tracked there, else from the local DVC cache through ``<pipeline>/dvc.lock`` of that commit (the
 ``md5`` of the output), else through ``dvc.api`` (a configured remote or cache). "workspace" reads the
 working tree. Missing predictions: a note and the per-seed test only (``--require-bootstrap`` makes
-it an error). The statistics are ``ssu_model.significance``'s.
+it an error). The statistics are ``ssu_model.eval.significance``'s.
 
 Output: a markdown table on stdout (``--json``: the JSON instead), ``--out FILE.json``: the JSON with
 everything (sides with resolved commits, settings, per-seed values, CIs, tests, notes), written
@@ -188,8 +188,8 @@ def _load_predictions(root: Path, side: Side) -> None:
     import pyarrow.parquet as pq
 
     from ssu_model.errors import DataError
-    from ssu_model.metrics import METRIC_NAMES
-    from ssu_model.significance import per_seed_metrics, seed_predictions
+    from ssu_model.eval.metrics import METRIC_NAMES
+    from ssu_model.eval.significance import per_seed_metrics, seed_predictions
 
     rel = side.predictions_path
     data, why = _read(root, side, rel, dvc_output=True)
@@ -227,7 +227,7 @@ def _load_predictions(root: Path, side: Side) -> None:
 
 
 def _read_floor(path: Path) -> dict[str, float]:
-    from ssu_model.metrics import METRIC_NAMES
+    from ssu_model.eval.metrics import METRIC_NAMES
 
     if not path.is_file():
         fail(f"noise floor file not found: {path}")
@@ -257,7 +257,7 @@ def _pipeline(value: str) -> str:
 
 
 def _metric_names(values: Optional[list[str]]) -> list[str]:
-    from ssu_model.metrics import METRIC_NAMES
+    from ssu_model.eval.metrics import METRIC_NAMES
 
     if not values:
         return list(METRIC_NAMES)
@@ -277,7 +277,7 @@ def _metric_names(values: Optional[list[str]]) -> list[str]:
 # ---- output
 
 def _markdown(doc: dict) -> str:
-    from ssu_model.significance import markdown_table
+    from ssu_model.eval.significance import markdown_table
 
     a, b = doc["sides"]["a"], doc["sides"]["b"]
     s = doc["settings"]
@@ -348,7 +348,7 @@ def main(
     """Compare two runs per metric: mean ± std per side, b − a, and whether it is more than noise
     (per-seed t-test, paired bootstrap over test utterances)."""
     from ssu_model.errors import DataError
-    from ssu_model.significance import compare_sides
+    from ssu_model.eval.significance import compare_sides
 
     names = _metric_names(metric)
     if not 0.0 < alpha < 1.0:

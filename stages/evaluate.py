@@ -120,8 +120,8 @@ def main(
     import pyarrow.parquet as pq
 
     from ssu_model.errors import DataError
-    from ssu_model.metrics import confusion7, metrics_report, regression_metrics, seven_class
-    from ssu_model.training import load_checkpoint, model_from_checkpoint, predict, seed_checkpoints, seed_everything
+    from ssu_model.eval.metrics import confusion7, metrics_report, regression_metrics, seven_class
+    from ssu_model.train.training import load_checkpoint, model_from_checkpoint, predict, seed_checkpoints, seed_everything
     from stages.common import deterministic_torch, resolve_device
     from stages.modelling import load_inputs
     from stages.inputs import encoder_path
@@ -142,7 +142,7 @@ def main(
     modalities = ["text"] + [m for m in ("audio", "vision") if mcfg.get(f"{m}_dim")]
     encoder = None
     if finetune:
-        from ssu_model.text_encoder import TextEncoder
+        from ssu_model.text.text_encoder import TextEncoder
 
         encoder = TextEncoder(encoder_path(meta["text_encoder"]), max_length=int(meta["max_length"]))
     examples, dep_labels, dims = load_inputs(

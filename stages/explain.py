@@ -14,8 +14,8 @@ no_anchor) and writes, into ``--out`` (replaced whole, only once everything is c
   filter-normalised random directions, on a fixed validation batch, and a sharpness number.
 
 Predictions, beta and the attention maps come from one forward pass per seed
-(``model(batch, return_graphs=True)``); the computations live in ``ssu_model/explain.py``, the
-drawing in ``ssu_model/explain_figures.py``. Choices: docs/decisions/explain.md.
+(``model(batch, return_graphs=True)``); the computations live in ``ssu_model/eval/explain.py``, the
+drawing in ``ssu_model/eval/explain_figures.py``. Choices: docs/decisions/explain.md.
 """
 
 from __future__ import annotations
@@ -138,12 +138,12 @@ def main(
     import numpy as np
     import torch
 
-    from ssu_model import explain, explain_figures
-    from ssu_model.batching import collate
-    from ssu_model.data import FeatureSplit, split_path
+    from ssu_model.eval import explain, explain_figures
+    from ssu_model.data.batching import collate
+    from ssu_model.data.features import FeatureSplit, split_path
     from ssu_model.errors import DataError
-    from ssu_model.inference import load_model_folder
-    from ssu_model.training import model_from_checkpoint, parse_index
+    from ssu_model.predict import load_model_folder
+    from ssu_model.train.training import model_from_checkpoint, parse_index
     from stages.common import deterministic_torch, resolve_device
     from stages.inputs import read_parse_table
     from stages.modelling import load_inputs

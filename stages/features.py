@@ -51,8 +51,8 @@ def _stats(values) -> dict[str, float]:
 
 def build_features(source: str, out_dir: Path, batch_rows: int) -> dict[str, Any]:
     """Read ``source``, write the split files into ``out_dir`` (atomically), return the report."""
-    from ssu_model import data as fmt
-    from ssu_model.readers import SPLITS, read_source
+    from ssu_model.data import features as fmt
+    from ssu_model.data.readers import SPLITS, read_source
 
     log(f"features: reading {source}")
     ds = read_source(source)

@@ -25,7 +25,7 @@ def encoder_path(model_path: str) -> str | None:
     """What ``TextEncoder`` loads for a ``text_features.model_path``: None (the packaged
     all-MiniLM-L6-v2) for ``minilm``, the unpacked all-mpnet-base-v2 folder for ``mpnet``, else
     the folder itself."""
-    from ssu_model.pretrained import MINILM, encoder_folder
+    from ssu_model.text.pretrained import MINILM, encoder_folder
 
     return None if model_path == MINILM else encoder_folder(model_path, ENCODER_CACHE)
 
@@ -49,7 +49,7 @@ def read_parse_table(path: Path):
     if not path.is_file():
         raise DataError(f"parse file not found: {path} (run parse)")
     try:
-        from ssu_model.syntax import read_parse
+        from ssu_model.text.syntax import read_parse
     except ImportError:  # pragma: no cover - parse library not there yet
         import pyarrow.parquet as pq
 

@@ -12,7 +12,7 @@ Two modes, both reading the `llm_graphs` section:
   The same run measures graph-construction latency per batch of ``batch_size`` utterances, both
   constructors from raw text, side by side on the same batches (which side runs first alternates
   per batch), and writes ``<latency_out>/latency_<NAME>.json`` (a `cache: false` DVC metric;
-  ``ssu_model.llm_graphs.latency_report`` names what each clock covers):
+  ``ssu_model.llm.llm_graphs.latency_report`` names what each clock covers):
 
   - ``ssu_from_raw_text`` (headline): what `predict` runs on new text, no parse cache: spaCy
     parse + sub-word map, sub-word ids, text-encoder forward (word states), records, collate,
@@ -47,7 +47,7 @@ SPLITS = ("train", "valid", "test")
 
 def _model_section(raw: dict[str, Any]):
     """(SSU overrides from `model`, the configured max_nodes)."""
-    from ssu_model.model import SSUConfig
+    from ssu_model.ssu.model import SSUConfig
     from stages.modelling import model_overrides
 
     if "model" not in raw:
@@ -59,7 +59,7 @@ def _model_section(raw: dict[str, Any]):
 def _convert(p: LLMGraphsParams, out: Path) -> None:
     import json
 
-    from ssu_model.llm_graphs import convert_to_safetensors
+    from ssu_model.llm.llm_graphs import convert_to_safetensors
 
     log(f"llm-graphs: converting {p.convert_source} -> {out} (fp32 safetensors)")
     with atomic_dir(out) as tmp:
@@ -84,9 +84,9 @@ def _raw_text_setup(parse_dir: Path, tf, device: str):
     the spaCy model and max_length the `parse` stage used (recorded in its output's metadata, as
     `train` records them for `predict`), the tokenizer and encoder of ``text_features.model_path``
     (checked against the parse's recorded tokenizer fingerprint)."""
-    from ssu_model.pretrained import encoder_folder
-    from ssu_model.syntax import ParseConfig, tokenizer_info
-    from ssu_model.text_encoder import TextEncoder
+    from ssu_model.text.pretrained import encoder_folder
+    from ssu_model.text.syntax import ParseConfig, tokenizer_info
+    from ssu_model.text.text_encoder import TextEncoder
     from stages.inputs import ENCODER_CACHE, encoder_path, recorded_parse_settings
 
     recorded = recorded_parse_settings(parse_dir / "train.parquet")
@@ -115,15 +115,15 @@ def _states_for(p: LLMGraphsParams, spec: LLMSpec, raw: dict[str, Any], base: Ba
     import numpy as np
     import torch
 
-    from ssu_model import inference
-    from ssu_model.batching import collate
-    from ssu_model.data import open_splits
-    from ssu_model.llm_graphs import (
+    from ssu_model import predict as inference
+    from ssu_model.data.batching import collate
+    from ssu_model.data.features import open_splits
+    from ssu_model.llm.llm_graphs import (
         ConstructorConfig, LLMGraphConstructor, Utterance, config_dict, count_params, latency_report,
         load_causal_lm, load_tokenizer, synchronize, write_states,
     )
-    from ssu_model.model import SSU
-    from ssu_model.training import parse_index
+    from ssu_model.ssu.model import SSU
+    from ssu_model.train.training import parse_index
     from stages.inputs import read_parse_table
     from stages.modelling import build_model_config, load_inputs
     from stages.params import TextFeaturesParams

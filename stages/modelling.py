@@ -7,7 +7,7 @@ what the stages that run SSU or its LLM baseline share.
 - loading features + parse + cached word states (+ LLM states) into examples (``load_inputs``):
   `train`, `evaluate`, `llm-graphs`.
 
-These need the model library (``ssu_model.model``, ``ssu_model.llm_graphs``, ``ssu_model.training``).
+These need the model library (``ssu_model.ssu.model``, ``ssu_model.llm.llm_graphs``, ``ssu_model.train.training``).
 They live here rather than in params.py, which every stage imports, because dvc.yaml's code deps
 follow imports module by module (tests/test_dvc_deps.py): in params.py they would make `sample`,
 `features` and `parse` depend on the model code.
@@ -32,7 +32,7 @@ def model_overrides(raw: Any, where: str) -> dict[str, Any]:
     """Validate a `model` mapping against SSUConfig's fields (derived fields are not settable)."""
     import typing
 
-    from ssu_model.model import SSUConfig
+    from ssu_model.ssu.model import SSUConfig
 
     if raw is None:
         raw = {}
@@ -51,7 +51,7 @@ def model_overrides(raw: Any, where: str) -> dict[str, Any]:
 
 
 def build_model_config(overrides: dict[str, Any], dims: dict[str, Any], n_labels: int, llm: bool):
-    from ssu_model.model import SSUConfig
+    from ssu_model.ssu.model import SSUConfig
 
     values = dict(overrides)
     values.update(text_dim=dims["text_dim"], audio_dim=dims["audio_dim"], vision_dim=dims["vision_dim"])
@@ -91,10 +91,10 @@ def load_inputs(split_names, features_dir: Path, parse_dir: Path, text_dir: Path
     ``log``: where the notes on dropped modalities go (train's ranks other than 0 pass a no-op)."""
     import json
 
-    from ssu_model.data import split_path, FeatureSplit
+    from ssu_model.data.features import split_path, FeatureSplit
     from ssu_model.errors import DataError
-    from ssu_model.text_encoder import read_text_states
-    from ssu_model.training import build_examples, dep_vocabulary, parse_index
+    from ssu_model.text.text_encoder import read_text_states
+    from ssu_model.train.training import build_examples, dep_vocabulary, parse_index
     from stages.inputs import read_parse_table
 
     feats = {s: FeatureSplit(split_path(features_dir, s)) for s in split_names}
@@ -120,7 +120,7 @@ def load_inputs(split_names, features_dir: Path, parse_dir: Path, text_dir: Path
     llm = {}
     llm_dim = 0
     if llm_dir is not None:
-        from ssu_model.llm_graphs import LLMStates
+        from ssu_model.llm.llm_graphs import LLMStates
 
         meta_path = llm_dir / "meta.json"
         if not meta_path.is_file():
@@ -157,7 +157,7 @@ class LLMSpec:
     precision: str  # fp32 | bf16 | int8 (dynamic int8 on CPU, bitsandbytes 8-bit on CUDA) | fp16 (CUDA)
 
     def __post_init__(self) -> None:
-        from ssu_model.llm_graphs import PRECISIONS
+        from ssu_model.llm.llm_graphs import PRECISIONS
 
         if not NAME_RE.match(self.name):
             raise ParamError(f"name must be letters, digits, '_', '.', '-', got {self.name!r}")
@@ -192,7 +192,7 @@ class LLMGraphsParams:
     threads: int  # torch CPU threads; 0 = torch's default
 
     def __post_init__(self) -> None:
-        from ssu_model.llm_graphs import STORAGE_DTYPES
+        from ssu_model.llm.llm_graphs import STORAGE_DTYPES
 
         specs = []
         for key, body in self.models.items():

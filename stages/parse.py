@@ -55,7 +55,7 @@ class ParseParams:
 def resolve_tokenizer(value: str) -> str:
     """The tokenizer folder a `parse.tokenizer` value names (minilm, mpnet or a folder)."""
     from ssu_model.errors import DataError
-    from ssu_model.pretrained import encoder_folder
+    from ssu_model.text.pretrained import encoder_folder
     from stages.inputs import ENCODER_CACHE
 
     try:
@@ -79,8 +79,8 @@ def main(
     out_dir = Path(out) if out is not None else Path(p.out)
     cache_dir = cache if cache is not None else (Path(p.cache) if p.cache else None)
 
-    from ssu_model import syntax
-    from ssu_model.data import SPLITS, open_splits
+    from ssu_model.text import syntax
+    from ssu_model.data.features import SPLITS, open_splits
 
     if not in_dir.is_dir():
         fail(f"features directory not found: {in_dir}")

@@ -9,7 +9,7 @@ Input, exactly one of: TEXT arguments (one utterance each), ``--file`` (one utte
 ``-`` = stdin), ``--input`` (a label CSV or MMSA pickle as `features` reads it, or a `features`
 output folder / ``.arrow`` file; ``--split`` picks splits), or lines piped on stdin.
 Raw text is parsed and encoded on the fly with the parse and encoder settings of the model folder
-(``ssu_model.inference``: the same library calls as `parse`, `text-features` and `evaluate`).
+(``ssu_model.predict``: the same library calls as `parse`, `text-features` and `evaluate`).
 
 Output: a table on stdout (``--no-table`` to skip) and, with ``--out FILE.parquet`` and/or
 ``--out FILE.json``, files written atomically. Columns: id, [split, label], score (mean over the
@@ -84,7 +84,7 @@ def _same_tokenizer_as_training(trained, tokenizer_folder: Path) -> bool:
     text (train copies it into every checkpoint's meta). The fingerprint also covers the
     transformers/tokenizers versions, so an upgrade alone changes it; folders that record none
     (trained before the parse recorded it) are taken as the same."""
-    from ssu_model.syntax import tokenizer_info
+    from ssu_model.text.syntax import tokenizer_info
 
     recorded = (trained.meta.get("parse") or {}).get("tokenizer_fingerprint")
     return not recorded or tokenizer_info(tokenizer_folder).fingerprint == recorded
@@ -139,7 +139,7 @@ def main(
             _usage("nothing to score: give TEXT arguments, --file FILE, --input PATH or lines on stdin")
         stdin_lines = raw
 
-    from ssu_model import inference
+    from ssu_model import predict as inference
 
     # ---- the input (data errors: exit 1)
     if texts:

@@ -1,7 +1,7 @@
 """Stage `sample`: write the embedded synthetic dataset as an MMSA-layout pickle.
 
 Deterministic: the pickle is a pure function of `base.seeds[0]` and the `sample` section
-(same params -> byte-identical file). See `ssu_model.sample` for the content and
+(same params -> byte-identical file). See `ssu_model.data.sample` for the content and
 docs/data.md for the layout.
 """
 
@@ -46,7 +46,7 @@ class SampleParams:
             raise ParamError("neutral_share must be in [0, 1]")
         if not 0.0 <= self.nonfinite_share <= 1.0:
             raise ParamError("nonfinite_share must be in [0, 1]")
-        from ssu_model.sample import check_signal_shape  # numpy only: cheap
+        from ssu_model.data.sample import check_signal_shape  # numpy only: cheap
 
         try:
             check_signal_shape(self.baseline_std, self.segment_share)
@@ -78,7 +78,7 @@ def main(
     seed: Optional[int] = typer.Option(None, "--seed", help="generator seed (default: base.seeds[0])"),
 ) -> None:
     """Write the deterministic synthetic dataset (MMSA pickle layout)."""
-    from ssu_model import sample as lib
+    from ssu_model.data import sample as lib
 
     raw = load_params(params)
     base = load_section(raw, "base", BaseParams)

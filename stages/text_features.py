@@ -3,7 +3,7 @@
 Reads the parse output (words and the word -> sub-word map, contract B), re-encodes each
 utterance's words exactly as that map says, runs the encoder once with gradients off and
 mean-pools sub-word states per word. Output: ``data/text_features/{train,valid,test}.arrow``
-(format in ``ssu_model.text_encoder``: id, n_words, states) plus ``meta.json``.
+(format in ``ssu_model.text.text_encoder``: id, n_words, states) plus ``meta.json``.
 
 With ``train.finetune_text: true`` the train stage bypasses this cache and runs the encoder
 itself; this stage still runs (it is cheap and keeps the pipeline graph fixed).
@@ -43,7 +43,7 @@ def main(
     import torch
 
     from ssu_model.errors import DataError
-    from ssu_model.text_encoder import TextEncoder, write_text_states
+    from ssu_model.text.text_encoder import TextEncoder, write_text_states
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)

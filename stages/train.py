@@ -10,7 +10,7 @@ Outputs: ``models/<variant>/`` = ``seed_<s>.pt`` (tensors + plain config, loadab
 curves in ``dvclive/<variant>/seed_<s>/`` (declared as plots; no later stage reads them).
 
 Under ``torchrun`` (``WORLD_SIZE`` > 1) every process joins a process group
-(``ssu_model.distributed``; gloo on CPU, NCCL on CUDA) and trains each seed data-parallel
+(``ssu_model.train.distributed``; gloo on CPU, NCCL on CUDA) and trains each seed data-parallel
 (``fit(dist=...)``); rank 0 alone logs and writes, and moves the model directory into place only
 after every rank has finished. A failure on any rank fails every rank with one error line, and
 no model directory is left behind. ``WORLD_SIZE`` absent or 1: the single-process run.
@@ -75,7 +75,7 @@ class TrainParams:
             raise ParamError(f"threads must be >= 0, got {self.threads}")
 
     def library_config(self):
-        from ssu_model.training import TrainConfig
+        from ssu_model.train.training import TrainConfig
 
         return TrainConfig(
             lr=self.lr, encoder_lr=self.encoder_lr, weight_decay=self.weight_decay,
@@ -173,7 +173,7 @@ def main(
     other, each data-parallel over the N processes; rank 0 alone writes outputs and logs."""
     import os
 
-    from ssu_model.distributed import BACKENDS, rendezvous_from_env, resolve_backend
+    from ssu_model.train.distributed import BACKENDS, rendezvous_from_env, resolve_backend
 
     raw = load_params(params)
     base = load_section(raw, "base", BaseParams)
@@ -233,7 +233,7 @@ def _distributed(rendezvous, device: str, backend: str, timeout_s: float, run) -
     and rank 0's temporary model directory is removed on the way out (``atomic_dir``)."""
     import signal
 
-    from ssu_model.distributed import init_distributed, teardown
+    from ssu_model.train.distributed import init_distributed, teardown
 
     where = f"rank {rendezvous.rank} of {rendezvous.world_size}"
 
@@ -286,8 +286,8 @@ def _train(*, variant, base, tf, overrides, tp, features, parse_dir, text_featur
 
     import torch
 
-    from ssu_model.model import SSU
-    from ssu_model.training import fit, make_checkpoint, save_checkpoint, seed_everything
+    from ssu_model.ssu.model import SSU
+    from ssu_model.train.training import fit, make_checkpoint, save_checkpoint, seed_everything
 
     main_rank = dist is None or dist.is_main
     say = log if main_rank else (lambda msg: None)
@@ -299,7 +299,7 @@ def _train(*, variant, base, tf, overrides, tp, features, parse_dir, text_featur
     encoder = None
     max_length = None
     if tp.finetune_text:
-        from ssu_model.text_encoder import TextEncoder
+        from ssu_model.text.text_encoder import TextEncoder
         from stages.inputs import parse_max_length, read_parse_table
 
         if not main_rank:  # transformers' loading progress bars: rank 0's is enough
@@ -343,7 +343,7 @@ def _train(*, variant, base, tf, overrides, tp, features, parse_dir, text_featur
                 model.fit_stream_statistics([e.record for e in examples["train"]])
             enc = None
             if encoder is not None:  # a fresh pretrained encoder per seed
-                from ssu_model.text_encoder import TextEncoder
+                from ssu_model.text.text_encoder import TextEncoder
 
                 enc = TextEncoder(encoder_path(tf.model_path), max_length=max_length)
             t0 = time.perf_counter()

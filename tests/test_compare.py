@@ -8,7 +8,7 @@ import yaml
 from PIL import Image
 from typer.testing import CliRunner
 
-from ssu_model import reporting
+from ssu_model.eval import reporting
 from ssu_model.errors import DataError
 from stages.cli import app
 from tests.conftest import ROOT
@@ -28,7 +28,7 @@ def metrics_doc(variant, acc, mae, std=0.01):
 def latency_doc(name, ssu_s, llm_s, graphs_s=None, ssu_p=23_000_000, llm_p=160_000_000):
     """A latency record as `llm-graphs` writes it (one timed batch): SSU from raw text ``ssu_s``
     (60 % of it the encoder forward), SSU graphs only ``graphs_s``, the LLM from raw text ``llm_s``."""
-    from ssu_model import llm_graphs as lg
+    from ssu_model.llm import llm_graphs as lg
 
     rest = 0.4 * ssu_s / 5
     call = {"parse": rest, "subword_ids": rest, "encoder_forward": 0.6 * ssu_s, "records": rest, "collate": rest,
@@ -165,7 +165,7 @@ def test_speed_ups_keep_a_decimal_below_100x():
 
 
 def test_reader_and_writer_agree_on_the_latency_format():
-    from ssu_model import llm_graphs as lg
+    from ssu_model.llm import llm_graphs as lg
 
     assert reporting.LATENCY_FORMAT == lg.LATENCY_FORMAT
     assert set(reporting.LATENCY_CLOCKS) == set(lg.LATENCY_WHAT)

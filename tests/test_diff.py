@@ -1,4 +1,4 @@
-"""`diff` and ssu_model/significance.py on constructed cases whose answer is known.
+"""`diff` and ssu_model/eval/significance.py on constructed cases whose answer is known.
 
 Library cases: identical sides, a shift toward the labels, pure noise (false-positive rate), a
 bootstrap CI with an analytic answer, paired vs unpaired seeds, the direction of MAE, the noise
@@ -19,8 +19,8 @@ import pytest
 from typer.testing import CliRunner
 
 from ssu_model.errors import DataError
-from ssu_model.metrics import METRIC_NAMES, metrics_report
-from ssu_model.significance import (
+from ssu_model.eval.metrics import METRIC_NAMES, metrics_report
+from ssu_model.eval.significance import (
     BETTER,
     NOT_TESTED,
     WITHIN_NOISE,
@@ -416,7 +416,7 @@ def test_the_pipelines_measured_floor_is_used_unless_asked_not_to(tmp_path):
 
 
 def test_noise_floor_is_the_largest_change_of_a_seed_mean_over_reruns():
-    from ssu_model.significance import noise_floor
+    from ssu_model.eval.significance import noise_floor
 
     def run(shift, spread=0.0):
         y = labels(40)

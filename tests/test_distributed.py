@@ -61,7 +61,7 @@ def _error_lines(text: str) -> list[str]:
 
 
 def test_rendezvous_from_env():
-    from ssu_model.distributed import Rendezvous, rendezvous_from_env
+    from ssu_model.train.distributed import Rendezvous, rendezvous_from_env
 
     full = {"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1", "MASTER_ADDR": "h", "MASTER_PORT": "1"}
     assert rendezvous_from_env({}) is None
@@ -78,7 +78,7 @@ def test_rendezvous_from_env():
 
 
 def test_resolve_backend():
-    from ssu_model.distributed import resolve_backend
+    from ssu_model.train.distributed import resolve_backend
 
     assert resolve_backend("auto", "cpu") == "gloo"
     assert resolve_backend("auto", "cuda") == "nccl"
@@ -181,8 +181,8 @@ def test_first_step_equals_single_process_with_the_same_global_batch(tmp_path):
     a = torch.load(ws / "models" / "full" / "seed_0.pt", weights_only=True)
     b = torch.load(ws / "ddp" / "full" / "seed_0.pt", weights_only=True)
 
-    from ssu_model.model import SSU
-    from ssu_model.training import config_from_dict, seed_everything
+    from ssu_model.ssu.model import SSU
+    from ssu_model.train.training import config_from_dict, seed_everything
 
     seed_everything(0)
     init = SSU(config_from_dict(a["model_config"])).state_dict()
@@ -201,8 +201,8 @@ def test_first_step_equals_single_process_with_the_same_global_batch(tmp_path):
 
     # the sharded validation (batches 0 and 2 on rank 0, batch 1 on rank 1, gathered) gave exactly
     # the metrics one process computes for the DDP run's weights
-    from ssu_model.metrics import regression_metrics
-    from ssu_model.training import model_from_checkpoint, predict
+    from ssu_model.eval.metrics import regression_metrics
+    from ssu_model.train.training import model_from_checkpoint, predict
     from stages.modelling import load_inputs
 
     ex, _labels, _dims = load_inputs(("valid",), ws / "features", ws / "parse", ws / "text_features", None,
@@ -274,7 +274,7 @@ def test_an_error_on_one_rank_fails_every_rank(tmp_path):
     the rank whose shard holds it stops with "training diverged") fails the other rank too,
     each with one line naming its rank, and no model directory is written."""
 
-    from ssu_model.text_encoder import read_text_states, write_text_states
+    from ssu_model.text.text_encoder import read_text_states, write_text_states
 
     ws = make_workspace(tmp_path, seeds=(0,))
     states, _meta = read_text_states(ws / "text_features" / "train.arrow")

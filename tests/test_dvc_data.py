@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ssu_model.data import open_splits
+from ssu_model.data.features import open_splits
 from tests.conftest import ROOT
 
 BIN = Path(sys.executable).parent

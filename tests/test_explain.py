@@ -33,7 +33,7 @@ EXPLAIN = {  # small enough for a test: a 5 x 5 grid on 8 utterances
 
 @pytest.fixture(scope="module")
 def ws(tmp_path_factory):
-    from ssu_model import sample
+    from ssu_model.data import sample
 
     root = tmp_path_factory.mktemp("explain")
     data = sample.generate(0, SIZES, aligned=True, nonfinite_share=0.0)
@@ -60,9 +60,9 @@ def _doc(ws, stem):
 
 def _model_and_batch(ws, variant, seed, split, ids):
     """The variant's checkpoint of ``seed`` and a batch of ``ids``, loaded as evaluate does."""
-    from ssu_model.batching import collate
-    from ssu_model.inference import load_model_folder
-    from ssu_model.training import model_from_checkpoint
+    from ssu_model.data.batching import collate
+    from ssu_model.predict import load_model_folder
+    from ssu_model.train.training import model_from_checkpoint
     from stages.modelling import load_inputs
 
     trained = load_model_folder(ws / "models" / variant)
@@ -133,7 +133,7 @@ def test_a_model_with_the_anchor_attends_differently_from_one_without(ws):
 def test_a_stream_the_model_does_not_read_says_so(ws):
     from matplotlib.text import Text
 
-    from ssu_model.explain_figures import draw_cross_attention, draw_predictions
+    from ssu_model.eval.explain_figures import draw_cross_attention, draw_predictions
 
     fig6, fig7 = _doc(ws, "fig6_predictions"), _doc(ws, "fig7_cross_attention")
     for u6, u7 in zip(fig6["utterances"], fig7["utterances"]):
@@ -147,7 +147,7 @@ def test_a_stream_the_model_does_not_read_says_so(ws):
 
 
 def test_loss_surface_centre_is_the_models_loss_on_the_fixed_batch(ws):
-    from ssu_model.explain import fixed_batch_ids
+    from ssu_model.eval.explain import fixed_batch_ids
 
     doc = _doc(ws, "fig5_loss_surface")
     batch_doc = doc["batch"]
@@ -222,7 +222,7 @@ def test_missing_model_folder_and_bad_usage(ws, tmp_path):
 
 
 def _tiny_model(**kw):
-    from ssu_model.model import SSU, SSUConfig
+    from ssu_model.ssu.model import SSU, SSUConfig
 
     torch.manual_seed(0)
     return SSU(SSUConfig(text_dim=6, audio_dim=3, vision_dim=4, hidden=8, heads=2, gat_layers=1, score_dim=4,
@@ -230,7 +230,7 @@ def _tiny_model(**kw):
 
 
 def _records(audio_len=7, n=3):
-    from ssu_model.batching import UtteranceRecord
+    from ssu_model.data.batching import UtteranceRecord
 
     rng = np.random.default_rng(0)
     out = []
@@ -244,7 +244,7 @@ def _records(audio_len=7, n=3):
 
 
 def test_filter_normalised_direction_has_the_weights_filter_norms():
-    from ssu_model.explain import filter_normalised_direction
+    from ssu_model.eval.explain import filter_normalised_direction
 
     full, no_anchor = _tiny_model(), _tiny_model(use_anchor=False)
     d = filter_normalised_direction(full, 5, "d1")
@@ -267,8 +267,8 @@ def test_filter_normalised_direction_has_the_weights_filter_norms():
 
 
 def test_loss_surface_restores_the_weights_and_its_centre_is_the_loss():
-    from ssu_model.batching import collate
-    from ssu_model.explain import filter_normalised_direction, grid_coordinates, introspect, loss_surface
+    from ssu_model.data.batching import collate
+    from ssu_model.eval.explain import filter_normalised_direction, grid_coordinates, introspect, loss_surface
 
     model = _tiny_model()
     batch = collate(_records())
@@ -287,7 +287,7 @@ def test_loss_surface_restores_the_weights_and_its_centre_is_the_loss():
 
 
 def test_sharpness_is_the_mean_increase_within_the_radius():
-    from ssu_model.explain import sharpness
+    from ssu_model.eval.explain import sharpness
 
     grid = np.linspace(-1, 1, 5)
     bowl = grid[:, None] ** 2 + grid[None, :] ** 2  # L = a^2 + b^2, centre 0
@@ -301,9 +301,9 @@ def test_sharpness_is_the_mean_increase_within_the_radius():
 def test_one_node_streams_are_a_1_x_T_map_and_beta_is_one_by_construction():
     from matplotlib.text import Text
 
-    from ssu_model.batching import collate
-    from ssu_model.explain import beta_entry, cross_attention_entry, introspect, stream_steps
-    from ssu_model.explain_figures import draw_cross_attention, draw_predictions
+    from ssu_model.data.batching import collate
+    from ssu_model.eval.explain import beta_entry, cross_attention_entry, introspect, stream_steps
+    from ssu_model.eval.explain_figures import draw_cross_attention, draw_predictions
 
     model = _tiny_model()
     batch = collate(_records(audio_len=1))  # utterance-level features, as mosi-av
@@ -331,8 +331,8 @@ def test_one_node_streams_are_a_1_x_T_map_and_beta_is_one_by_construction():
 
 
 def test_pooled_steps_name_the_steps_temporal_pool_averages():
-    from ssu_model.explain import pooled_steps
-    from ssu_model.layers import temporal_pool
+    from ssu_model.eval.explain import pooled_steps
+    from ssu_model.ssu.layers import temporal_pool
 
     for n, k in ((50, 16), (7, 4), (3, 4), (1, 4)):
         x = torch.arange(n, dtype=torch.float32).view(1, n, 1)

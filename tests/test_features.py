@@ -14,10 +14,10 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from ssu_model import sample as synth
-from ssu_model.data import FeatureSplit, open_splits
+from ssu_model.data import sample as synth
+from ssu_model.data.features import FeatureSplit, open_splits
 from ssu_model.errors import DataError
-from ssu_model.readers import read_label_csv, read_mmsa_pickle, read_source
+from ssu_model.data.readers import read_label_csv, read_mmsa_pickle, read_source
 from stages.cli import app
 from tests.conftest import ROOT
 

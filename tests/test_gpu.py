@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from ssu_model.batching import UtteranceRecord, collate
-from ssu_model.model import SSU, SSUConfig
+from ssu_model.data.batching import UtteranceRecord, collate
+from ssu_model.ssu.model import SSU, SSUConfig
 
 pytestmark = pytest.mark.gpu
 
@@ -73,8 +73,8 @@ def fit_in_a_world_of_one(device: str, monkeypatch) -> None:
     validation of a group of one is the single-process one, so the predictions must agree."""
     import socket
 
-    from ssu_model.distributed import Rendezvous, init_distributed, teardown
-    from ssu_model.training import Example, TrainConfig, fit, predict
+    from ssu_model.train.distributed import Rendezvous, init_distributed, teardown
+    from ssu_model.train.training import Example, TrainConfig, fit, predict
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ssu_model.model import SSU
+from ssu_model.ssu.model import SSU
 from test_model import UNALIGNED, batch, tiny
 
 R = 16  # num_relations of the tiny config

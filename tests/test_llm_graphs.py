@@ -11,7 +11,7 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
-from ssu_model import llm_graphs as lg
+from ssu_model.llm import llm_graphs as lg
 from ssu_model.errors import DataError
 from stages.cli import app
 from tests.conftest import ROOT
@@ -154,8 +154,8 @@ def test_states_cache_round_trip(tmp_path, constructor):
 def test_llm_states_drive_ssu_adjacency_projection(constructor):
     """graph_source='llm': learned projections of the cached states make the adjacencies and
     receive gradients; swapping the states changes the graphs."""
-    from ssu_model.batching import UtteranceRecord, collate
-    from ssu_model.model import SSU, SSUConfig
+    from ssu_model.data.batching import UtteranceRecord, collate
+    from ssu_model.ssu.model import SSU, SSUConfig
 
     batch = [utt("a", "I really liked this movie ."), utt("b", "it was not good at all", 12, 20, 1)]
     states = constructor.encode(batch)
@@ -255,7 +255,7 @@ def test_int8_and_bad_precision(tiny_lm):
 def write_tiny_inputs(root, n=(6, 3, 4)):
     """Features of a few utterances, then the real `parse` (spaCy + MiniLM tokenizer, no cache) and
     `text-features` (MiniLM) stages on them: the stage re-parses the raw text for its latency."""
-    from ssu_model.data import write_split
+    from ssu_model.data.features import write_split
 
     rng = np.random.default_rng(0)
     texts = ["I really liked this movie .", "it was not good at all", "fine",
@@ -324,7 +324,7 @@ def test_stage_convert_states_latency_and_determinism(stage_dir, tiny_lm):
     reader = lg.LLMStates(states_dir)
     train = reader.get("train")
     assert len(train) == 6
-    from ssu_model.data import FeatureSplit
+    from ssu_model.data.features import FeatureSplit
 
     fs = FeatureSplit(tmp_path / "features" / "train.arrow")
     for i, uid in enumerate(fs.ids):
@@ -354,7 +354,7 @@ def test_stage_convert_states_latency_and_determinism(stage_dir, tiny_lm):
     assert checks["word_states_max_abs_diff"] < 1e-4
     assert lat["params"]["tiny"]["llm"] == meta["params"] and lat["params"]["tiny"]["input_projections"] > 0
     assert lat["params"]["SSU"]["text_encoder"] > 20_000_000  # MiniLM counted
-    from ssu_model import reporting
+    from ssu_model.eval import reporting
 
     reporting.check_latency(lat, "latency_tiny.json")  # what compare reads
     before = {p.name: p.read_bytes() for p in states_dir.iterdir()}

@@ -7,7 +7,7 @@ import pytest
 from sklearn.metrics import accuracy_score, f1_score
 
 from ssu_model.errors import DataError
-from ssu_model.metrics import (
+from ssu_model.eval.metrics import (
     METRIC_NAMES,
     aggregate,
     confusion7,

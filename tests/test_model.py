@@ -13,13 +13,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ssu_model.batching import SSUBatch, UtteranceRecord, collate
+from ssu_model.data.batching import SSUBatch, UtteranceRecord, collate
 from ssu_model.errors import DataError
-from ssu_model.adjacency import symmetric_adjacency, threshold_keep, threshold_stats
-from ssu_model.augment import augment_edges
-from ssu_model.layers import temporal_pool
-from ssu_model.losses import align_loss, discretise_labels, info_nce, regression_loss
-from ssu_model.model import SSU, SSUConfig
+from ssu_model.ssu.adjacency import symmetric_adjacency, threshold_keep, threshold_stats
+from ssu_model.ssu.augment import augment_edges
+from ssu_model.ssu.layers import temporal_pool
+from ssu_model.ssu.losses import align_loss, discretise_labels, info_nce, regression_loss
+from ssu_model.ssu.model import SSU, SSUConfig
 
 TD = 12  # text_dim of the tiny config
 

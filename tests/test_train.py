@@ -56,8 +56,8 @@ def make_workspace(root: Path, sizes=(24, 12, 12), seeds=(0, 1), text_only=False
     signal in the word states and in the audio stream so a model can learn something."""
     import pyarrow.parquet as pq
 
-    from ssu_model.data import write_split
-    from ssu_model.text_encoder import write_text_states
+    from ssu_model.data.features import write_split
+    from ssu_model.text.text_encoder import write_text_states
 
     rng = np.random.default_rng(0)
     for d in ("features", "parse", "text_features"):
@@ -210,7 +210,7 @@ def test_missing_text_states_named(workspace):
 
 
 def test_word_count_mismatch_named(workspace):
-    from ssu_model.text_encoder import read_text_states, write_text_states
+    from ssu_model.text.text_encoder import read_text_states, write_text_states
 
     states, _ = read_text_states(workspace / "text_features" / "train.arrow")
     ids = list(states)
@@ -225,8 +225,8 @@ def test_fit_early_stopping_and_select_loss(workspace):
     from stages.params import load_params
     from stages.modelling import build_model_config, load_inputs
     from stages.train import resolve_variant
-    from ssu_model.model import SSU
-    from ssu_model.training import TrainConfig, fit, seed_everything
+    from ssu_model.ssu.model import SSU
+    from ssu_model.train.training import TrainConfig, fit, seed_everything
 
     raw = load_params(workspace / "params.yaml")
     overrides, _tp = resolve_variant(raw, "full")
@@ -246,7 +246,7 @@ def test_fit_early_stopping_and_select_loss(workspace):
 
 
 def test_text_encoder_pooling_matrix():
-    from ssu_model.text_encoder import EncodedText, collate_encoded
+    from ssu_model.text.text_encoder import EncodedText, collate_encoded
 
     a = EncodedText(np.array([101, 5, 6, 7, 102]), np.array([1, 2]), np.array([2, 4]))
     b = EncodedText(np.array([101, 9, 102]), np.array([1, -1]), np.array([2, -1]))  # word 2 cut off
@@ -262,7 +262,7 @@ def test_text_encoder_pooling_matrix():
 
 def test_text_states_roundtrip(tmp_path):
     from ssu_model.errors import DataError
-    from ssu_model.text_encoder import read_text_states, write_text_states
+    from ssu_model.text.text_encoder import read_text_states, write_text_states
 
     arrays = [np.ones((2, 4), np.float32), np.zeros((0, 4), np.float32), np.arange(12, dtype=np.float32).reshape(3, 4)]
     write_text_states(tmp_path / "x.arrow", ["a", "b", "c"], arrays, 4, "enc", 64)
@@ -277,7 +277,7 @@ def test_text_states_roundtrip(tmp_path):
 @pytest.mark.slow
 def test_finetune_text_trains_the_encoder(tmp_path):
     """finetune_text: the real MiniLM runs inside the loop and its weights change."""
-    from ssu_model.text_encoder import TextEncoder, encode_words
+    from ssu_model.text.text_encoder import TextEncoder, encode_words
 
     ws = make_workspace(tmp_path, sizes=(8, 4, 4), seeds=(0,))
     enc = TextEncoder(None, max_length=128)

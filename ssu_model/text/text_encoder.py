@@ -1,7 +1,7 @@
 """Word-level text states from a local Hugging Face encoder.
 
 Each utterance's words (the parse's spaCy tokens) are re-encoded exactly as the parse's
-sub-word map says (``ssu_model.syntax.encode_words``), the encoder runs over the sub-word
+sub-word map says (``ssu_model.text.syntax.encode_words``), the encoder runs over the sub-word
 ids, and each word's state is the mean of its sub-word states ``[sub_start, sub_end)``.
 A word cut off by truncation (``sub_start == -1``) or with no sub-words gets a zero vector.
 
@@ -37,7 +37,7 @@ def encode_words(tokenizer, words: Sequence[str], max_length: int):
     stage wrote; the local fallback is only used while that module is absent.
     """
     try:
-        from ssu_model.syntax import encode_words as _encode
+        from ssu_model.text.syntax import encode_words as _encode
     except ImportError:  # pragma: no cover - parse library not installed yet
         _encode = _fallback_encode_words
     return _encode(tokenizer, list(words), max_length)

@@ -10,7 +10,7 @@
 
 Every problem raises :class:`ssu_model.errors.DataError` with one line naming it.
 Non-finite audio/vision values are NOT touched here: the writer replaces them batch by batch
-(``ssu_model.data.write_split(..., sanitize=True)``) and counts them.
+(``ssu_model.data.features.write_split(..., sanitize=True)``) and counts them.
 """
 
 from __future__ import annotations

@@ -92,7 +92,7 @@ def parse_settings(meta: dict[str, Any], spacy_model: str | None = None,
     them to be the same), spaCy model and max_length = the project defaults (``syntax.ParseConfig``). Keys ``spacy_model``, ``tokenizer`` and
     ``parse_max_length`` in ``meta`` are used when present. ``spacy_model``/``max_length``
     arguments override (the caller's explicit choice)."""
-    from ssu_model.syntax import ParseConfig
+    from ssu_model.text.syntax import ParseConfig
 
     defaults = ParseConfig()
     derived: dict[str, str] = {}
@@ -157,7 +157,7 @@ _SHARED_META = ("dep_labels", "text_encoder", "max_length", "finetune_text", "ll
 def load_model_folder(folder: Path | str, spacy_model: str | None = None,
                       max_length: int | None = None) -> TrainedModel:
     """Load and check every seed checkpoint of ``folder`` (a `train` output)."""
-    from ssu_model.training import load_checkpoint, seed_checkpoints
+    from ssu_model.train.training import load_checkpoint, seed_checkpoints
 
     folder = Path(folder)
     found = seed_checkpoints(folder)
@@ -195,7 +195,7 @@ def load_model_folder(folder: Path | str, spacy_model: str | None = None,
 class Utterances:
     """What to score: texts, optional reference labels and splits, optional audio/vision.
 
-    It also offers the part of ``ssu_model.data.FeatureSplit``'s interface that
+    It also offers the part of ``ssu_model.data.features.FeatureSplit``'s interface that
     ``training.build_examples`` reads (``ids``, ``labels``, ``has_audio``, ``has_vision``,
     ``gather``, ``len``), so the pipeline's own example builder joins it with the parse."""
 
@@ -294,7 +294,7 @@ def from_source(path: Path | str, splits: Sequence[str] = SPLITS) -> Utterances:
             raise DataError(f"unknown split {s!r} (train, valid, test)")
     if path.is_dir() or path.suffix == ".arrow":
         return _from_features(path, splits)
-    from ssu_model.readers import detect_kind, read_source
+    from ssu_model.data.readers import detect_kind, read_source
 
     if path.is_file() and detect_kind(path) == "csv":
         return from_text_csv(path, splits)
@@ -328,7 +328,7 @@ def from_text_csv(path: Path | str, splits: Sequence[str] = SPLITS) -> Utterance
     import csv
     import io
 
-    from ssu_model.readers import LABEL_RANGE, MMSA_ID_SEP, SPLIT_ALIASES
+    from ssu_model.data.readers import LABEL_RANGE, MMSA_ID_SEP, SPLIT_ALIASES
 
     path = Path(path)
     try:
@@ -389,7 +389,7 @@ def from_text_csv(path: Path | str, splits: Sequence[str] = SPLITS) -> Utterance
 
 
 def _from_features(path: Path, splits: Sequence[str]) -> Utterances:
-    from ssu_model.data import FeatureSplit, split_path
+    from ssu_model.data.features import FeatureSplit, split_path
 
     if path.is_dir():
         files = [(s, split_path(path, s)) for s in splits]
@@ -472,7 +472,7 @@ class Predictions:
 
     @property
     def class7(self) -> np.ndarray:
-        from ssu_model.metrics import seven_class
+        from ssu_model.eval.metrics import seven_class
 
         return seven_class(self.score)
 
@@ -526,7 +526,7 @@ def parse_texts(texts: Sequence[str], ids: Sequence[str], config) -> tuple[Any, 
 
     import pyarrow as pa
 
-    from ssu_model.syntax import parse_corpus
+    from ssu_model.text.syntax import parse_corpus
 
     table, _stats, metadata = parse_corpus(list(texts), config, None, None)
     labels = json.loads(metadata["ssu.dep_labels"])
@@ -540,7 +540,7 @@ def frozen_examples(utts: Utterances, table, encoder, dep_labels: Sequence[str],
     states (``encode_corpus``: padding + encoder forward + per-word mean, ``batch_size`` utterances
     per forward) and ``training.build_examples``. ``timings`` (when given) receives the seconds of
     each step: ``subword_ids`` (incl. indexing the table), ``encoder_forward``, ``records``."""
-    from ssu_model.training import build_examples, dep_vocabulary, parse_index
+    from ssu_model.train.training import build_examples, dep_vocabulary, parse_index
 
     t0 = time.perf_counter()
     index = parse_index(table)
@@ -584,7 +584,7 @@ def graphs_from_raw_text(utts: Utterances, config, encoder, dep_labels: Sequence
     around the timed steps."""
     import torch
 
-    from ssu_model.batching import collate
+    from ssu_model.data.batching import collate
 
     def sync() -> None:
         if str(device).startswith("cuda") and torch.cuda.is_available():
@@ -609,13 +609,13 @@ class Predictor:
     """A model folder made ready to score: every seed's model, the text encoder, the parse settings.
 
     Construct once, call :meth:`predict` any number of times (spaCy and the tokenizer are loaded
-    on the first call and kept by ``ssu_model.syntax`` for the process)."""
+    on the first call and kept by ``ssu_model.text.syntax`` for the process)."""
 
     def __init__(self, trained: TrainedModel, encoder_cache: Path | str, device: str = "cpu",
                  batch_size: int = 64, encode_batch_size: int = 64):
-        from ssu_model.pretrained import encoder_folder
-        from ssu_model.text_encoder import TextEncoder
-        from ssu_model.training import model_from_checkpoint
+        from ssu_model.text.pretrained import encoder_folder
+        from ssu_model.text.text_encoder import TextEncoder
+        from ssu_model.train.training import model_from_checkpoint
 
         if batch_size < 1 or encode_batch_size < 1:
             raise DataError("batch sizes must be >= 1")
@@ -641,7 +641,7 @@ class Predictor:
 
     def parse(self, texts: Sequence[str], ids: Sequence[str]):
         """The `parse` stage's table for ``texts`` (contract B columns + id), no cache."""
-        from ssu_model.syntax import ParseConfig
+        from ssu_model.text.syntax import ParseConfig
 
         s = self.trained.settings
         config = ParseConfig(model=s.spacy_model, tokenizer=self.tokenizer_folder, max_length=s.max_length)
@@ -653,7 +653,7 @@ class Predictor:
 
     def examples(self, utts: Utterances, table) -> tuple[list, float]:
         """``training.build_examples`` on the input + parse (+ frozen word states); encode seconds."""
-        from ssu_model.training import build_examples, dep_vocabulary, parse_index
+        from ssu_model.train.training import build_examples, dep_vocabulary, parse_index
 
         text_dim = int(self.trained.model_config["text_dim"])
         t0 = time.perf_counter()
@@ -668,7 +668,7 @@ class Predictor:
 
     def score(self, examples) -> np.ndarray:
         """(n_seeds, N) predictions: ``training.predict`` per seed, as `evaluate` calls it."""
-        from ssu_model.training import predict, seed_everything
+        from ssu_model.train.training import predict, seed_everything
 
         out = []
         for seed, ck, model in zip(self.trained.seeds, self.trained.checkpoints, self.models):

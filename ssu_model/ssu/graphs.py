@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ssu_model.adjacency import (
+from ssu_model.ssu.adjacency import (
     LLMScore,
     TextGuidedScore,
     straight_through_weights,
@@ -33,10 +33,10 @@ from ssu_model.adjacency import (
     threshold_keep,
     threshold_stats,
 )
-from ssu_model.batching import SSUBatch
-from ssu_model.config import SSUConfig
+from ssu_model.data.batching import SSUBatch
+from ssu_model.ssu.config import SSUConfig
 from ssu_model.errors import DataError
-from ssu_model.graph_types import (
+from ssu_model.ssu.graph_types import (
     Block,
     EdgeList,
     EdgeTypes,
@@ -45,7 +45,7 @@ from ssu_model.graph_types import (
     ModalityInput,
     NodeStates,
 )
-from ssu_model.layers import (
+from ssu_model.ssu.layers import (
     StreamStandardizer,
     TextInformedAttention,
     TextKeysValues,

@@ -388,7 +388,7 @@ class LLMGraphConstructor:
 
     # ------------------------------------------------------------------ one batch
     def _pool(self, seqs: list[np.ndarray | None], max_nodes: int) -> list[Tensor | None]:
-        from ssu_model.layers import temporal_pool
+        from ssu_model.ssu.layers import temporal_pool
 
         out: list[Tensor | None] = []
         for a in seqs:

@@ -7,7 +7,7 @@
   rest, selection on the validation split (total loss or an MMSA metric) with early stopping,
   best state kept in memory, a per-epoch callback for logging.
 - ``predict``: regression outputs for a list of examples.
-- Both take an optional ``dist`` (``ssu_model.distributed.DistContext``, duck-typed here):
+- Both take an optional ``dist`` (``ssu_model.train.distributed.DistContext``, duck-typed here):
   data-parallel training across processes (``DistributedDataParallel``, a
   ``DistributedSampler`` per epoch, validation sharded by batch and gathered in order). Without
   it (the default) they are single-process code, unchanged.
@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from ssu_model.errors import DataError
-from ssu_model.metrics import LOWER_IS_BETTER, METRIC_NAMES, regression_metrics
+from ssu_model.eval.metrics import LOWER_IS_BETTER, METRIC_NAMES, regression_metrics
 
 CHECKPOINT_FORMAT = 1
 SELECT_CHOICES = ("loss",) + METRIC_NAMES
@@ -76,8 +76,8 @@ class Example:
     """One utterance ready for ``collate``; ``encoded`` is set when the encoder is fine-tuned."""
 
     id: str
-    record: Any  # ssu_model.batching.UtteranceRecord
-    encoded: Any = None  # ssu_model.text_encoder.EncodedText | None
+    record: Any  # ssu_model.data.batching.UtteranceRecord
+    encoded: Any = None  # ssu_model.text.text_encoder.EncodedText | None
 
 
 def dep_vocabulary(labels: Sequence[str]) -> dict[str, int]:
@@ -113,12 +113,12 @@ def build_examples(
 ) -> list[Example]:
     """Join one feature split with its parse rows (and word states / LLM states) by id.
 
-    ``split`` is a ``ssu_model.data.FeatureSplit``. With ``text_states`` the cached
+    ``split`` is a ``ssu_model.data.features.FeatureSplit``. With ``text_states`` the cached
     (n_words, text_dim) arrays are used; without them (fine-tuning) ``encoder`` must be given
     and each utterance is re-encoded (its parse sub-word map is checked) while the record
     carries zeros that the training loop replaces by the encoder's output.
     """
-    from ssu_model.batching import UtteranceRecord
+    from ssu_model.data.batching import UtteranceRecord
 
     if text_states is None and encoder is None:
         raise DataError("build_examples needs cached text states or a text encoder")
@@ -195,12 +195,12 @@ class _Collate:
         self.pad_id = pad_id
 
     def __call__(self, examples: Sequence[Example]):
-        from ssu_model.batching import collate
+        from ssu_model.data.batching import collate
 
         batch = collate([e.record for e in examples])
         enc = None
         if self.pad_id is not None:
-            from ssu_model.text_encoder import collate_encoded
+            from ssu_model.text.text_encoder import collate_encoded
 
             enc = collate_encoded([e.encoded for e in examples], self.pad_id, n_words=batch.text.shape[1])
         labels = torch.tensor([e.record.label for e in examples], dtype=torch.float32)
@@ -498,7 +498,7 @@ def load_checkpoint(path: Path | str) -> dict:
 
 def config_from_dict(raw: Mapping[str, Any]):
     """SSUConfig from a checkpoint's plain dict (lists back to tuples)."""
-    from ssu_model.model import SSUConfig
+    from ssu_model.ssu.model import SSUConfig
 
     names = {f.name for f in dataclasses.fields(SSUConfig)}
     unknown = sorted(set(raw) - names)
@@ -508,7 +508,7 @@ def config_from_dict(raw: Mapping[str, Any]):
 
 
 def model_from_checkpoint(ckpt: Mapping[str, Any]):
-    from ssu_model.model import SSU
+    from ssu_model.ssu.model import SSU
 
     model = SSU(config_from_dict(ckpt["model_config"]))
     model.load_state_dict(ckpt["state"], strict=True)

@@ -23,13 +23,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ssu_model.augment import augment_edges
-from ssu_model.batching import SSUBatch
-from ssu_model.config import SSUConfig
-from ssu_model.graph_types import EdgeTypes, Graphs, Introspection
-from ssu_model.graphs import GraphBuilder
-from ssu_model.layers import EdgeEncoder, GATEncoder
-from ssu_model.losses import multi_view_losses
+from ssu_model.ssu.augment import augment_edges
+from ssu_model.data.batching import SSUBatch
+from ssu_model.ssu.config import SSUConfig
+from ssu_model.ssu.graph_types import EdgeTypes, Graphs, Introspection
+from ssu_model.ssu.graphs import GraphBuilder
+from ssu_model.ssu.layers import EdgeEncoder, GATEncoder
+from ssu_model.ssu.losses import multi_view_losses
 
 __all__ = ["SSU", "SSUConfig", "SSUOutput"]
 

@@ -396,7 +396,7 @@ class ParseCache:
         self.dir.mkdir(parents=True, exist_ok=True)
         ignore = self.dir / ".gitignore"
         if not ignore.exists():
-            ignore.write_text("# content-addressed parse cache (ssu_model.syntax); safe to delete\n*\n")
+            ignore.write_text("# content-addressed parse cache (ssu_model.text.syntax); safe to delete\n*\n")
         with open(self.dir / ".lock", "w") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:

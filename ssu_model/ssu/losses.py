@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ssu_model.config import SSUConfig
+from ssu_model.ssu.config import SSUConfig
 
 
 def discretise_labels(y: Tensor, rule: str) -> Tensor:

@@ -12,7 +12,7 @@ metric the difference ``b - a`` of the seed means is judged in two ways:
   test utterances with replacement (one draw shared by both sides and every seed: the pairing) and,
   by default, the seeds with replacement (one draw shared by both sides when they ran the same
   seeds, independent draws otherwise), computes every metric per drawn seed with
-  :func:`ssu_model.metrics.regression_metrics` (exactly as `evaluate` does) and averages over the
+  :func:`ssu_model.eval.metrics.regression_metrics` (exactly as `evaluate` does) and averages over the
   drawn seeds. The statistic on the original data is therefore the reported difference of seed
   means, and its spread covers both the test-set sampling and the seed-to-seed training noise.
   The CI is the percentile interval of the replicates.
@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from ssu_model.errors import DataError
-from ssu_model.metrics import LOWER_IS_BETTER, METRIC_NAMES, regression_metrics
+from ssu_model.eval.metrics import LOWER_IS_BETTER, METRIC_NAMES, regression_metrics
 
 # Shown as percentages (fractions in the JSON); the others (MAE, Corr) as they are.
 PERCENT_METRICS = frozenset({"Has0_acc_2", "Has0_F1", "Non0_acc_2", "Non0_F1", "Acc5", "Acc7"})

@@ -1,0 +1,1 @@
+"""Data: source readers, the per-split feature files, utterance records and batches, the sample."""

@@ -1,0 +1,1 @@
+"""Training: the fit loop, checkpoints, distributed data parallel helpers."""

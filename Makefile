@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install repro test test-fast clean-venv mosi-text mosi-av
+.PHONY: install repro test test-fast lint clean-venv mosi-text mosi-av
 
 install: $(STAMP)
 
@@ -27,6 +27,10 @@ repro: install
 # The test suite (fast tests plus the `slow` ones; `gpu` tests skip without CUDA).
 test: install
 	$(BIN)/python -m pytest -q
+
+# The linter (ruff, configured in pyproject.toml); .ci/run runs it before the tests.
+lint: install
+	$(BIN)/ruff check .
 
 # Only the fast default tests.
 test-fast: install

@@ -43,7 +43,7 @@ def make_batch(batch: int, words: int, la: int, lv: int, cfg: SSUConfig, seed: i
     exactly la/lv steps (MMSA aligned_50), unaligned ones a true length uniform in [L/2, L]."""
     rng = np.random.default_rng(seed)
     recs = []
-    for i in range(batch):
+    for _ in range(batch):
         n = int(rng.integers(words // 2, 3 * words // 2 + 1))
         na = la if aligned else int(rng.integers(la // 2, la + 1))
         nv = lv if aligned else int(rng.integers(lv // 2, lv + 1))
@@ -122,7 +122,7 @@ def time_pair(models: list, batch, device: str, warmup: int, repeats: int) -> li
                 if k >= warmup:
                     total[n].append(t2 - t0)
                     graph_only[n].append(t2 - t1)
-    return [(statistics.median(t), statistics.median(g)) for t, g in zip(total, graph_only)]
+    return [(statistics.median(t), statistics.median(g)) for t, g in zip(total, graph_only, strict=True)]
 
 
 def encoder_params() -> str:

@@ -2,10 +2,11 @@
 
 Same machine, same batch of ``--batch`` MOSI-shaped utterances (distinct sentences of the sample
 generator's templates, A5/V20 streams of ``--steps`` steps), warm (one untimed call of each path
-first). The clocks are those of the `llm-graphs` stage (``ssu_model.llm.llm_graphs.latency_report``
-names what each covers):
+first). The clocks are those of the `llm-graphs` stage, the functions of
+``benchmarks.constructor_latency`` (``benchmarks.latency_record.latency_report`` names what each
+covers):
 
-- ``ssu_from_raw_text`` (headline): ``inference.graphs_from_raw_text``, the calls `predict` makes
+- ``ssu_from_raw_text`` (headline): ``constructor_latency.ssu_from_raw_text``, the calls `predict` makes
   on new text: spaCy parse + sub-word map (no cache), sub-word ids, text-encoder forward, records,
   collate, ``SSU.build_graphs``; ``ssu_from_raw_text_no_encoder``: the same calls without their
   encoder-forward step;
@@ -16,7 +17,7 @@ names what each covers):
 
 Each of the ``--repeats`` LLM calls is one "timed batch"; the ``--ssu-repeats`` SSU-from-raw-text
 calls of that batch run before or after it, alternating (machine noise hits both sides). The
-spaCy model is the project default (``syntax.ParseConfig``), the text encoder all-MiniLM-L6-v2;
+spaCy model is the project default (``parse_table.ParseConfig``), the text encoder all-MiniLM-L6-v2;
 ``--no-raw-text`` (a machine without spaCy/MiniLM, e.g. a lent GPU image) times graphs only,
 with random word states, and says so.
 
@@ -38,6 +39,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -45,24 +47,28 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ssu_model.llm import llm_graphs as lg  # noqa: E402
-from ssu_model.data.batching import UtteranceRecord, collate  # noqa: E402
+from benchmarks.constructor_latency import LatencyRuns, LatencySides, timed_batch  # noqa: E402
+from benchmarks.latency_record import LATENCY_WHAT, latency_report  # noqa: E402
+from benchmarks.timing import median  # noqa: E402
+from ssu_model.data.batching import UtteranceRecord  # noqa: E402
+from ssu_model.data.sentences import distinct_sentences  # noqa: E402
+from ssu_model.llm.constructor import ConstructorConfig, LLMGraphConstructor, Utterance  # noqa: E402
+from ssu_model.llm.loading import PRECISIONS, SMOLLM2, count_params, load_causal_lm, load_llm_tokenizer  # noqa: E402
 from ssu_model.ssu.model import SSU, SSUConfig  # noqa: E402
-from ssu_model.data.sample import distinct_sentences  # noqa: E402
 
 # Public architecture sizes (config.json of each model); random weights are used.
 ARCHS = {
-    "smollm2-135m": ("llama", dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
-                                   num_attention_heads=9, num_key_value_heads=3, vocab_size=49152,
-                                   tie_word_embeddings=True)),
-    "gemma-2b": ("gemma", dict(hidden_size=2048, intermediate_size=16384, num_hidden_layers=18,
-                               num_attention_heads=8, num_key_value_heads=1, head_dim=256, vocab_size=256000)),
-    "mistral-7b": ("mistral", dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
-                                   num_attention_heads=32, num_key_value_heads=8, vocab_size=32000)),
-    "qwen2.5-7b": ("qwen2", dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
-                                 num_attention_heads=28, num_key_value_heads=4, vocab_size=152064)),
-    "llama-3.1-8b": ("llama", dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
-                                   num_attention_heads=32, num_key_value_heads=8, vocab_size=128256)),
+    "smollm2-135m": ("llama", {"hidden_size": 576, "intermediate_size": 1536, "num_hidden_layers": 30,
+                               "num_attention_heads": 9, "num_key_value_heads": 3, "vocab_size": 49152,
+                               "tie_word_embeddings": True}),
+    "gemma-2b": ("gemma", {"hidden_size": 2048, "intermediate_size": 16384, "num_hidden_layers": 18,
+                           "num_attention_heads": 8, "num_key_value_heads": 1, "head_dim": 256, "vocab_size": 256000}),
+    "mistral-7b": ("mistral", {"hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
+                               "num_attention_heads": 32, "num_key_value_heads": 8, "vocab_size": 32000}),
+    "qwen2.5-7b": ("qwen2", {"hidden_size": 3584, "intermediate_size": 18944, "num_hidden_layers": 28,
+                             "num_attention_heads": 28, "num_key_value_heads": 4, "vocab_size": 152064}),
+    "llama-3.1-8b": ("llama", {"hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
+                               "num_attention_heads": 32, "num_key_value_heads": 8, "vocab_size": 128256}),
 }
 
 
@@ -103,11 +109,11 @@ def synthetic_records(words: list[list[str]], streams_: dict, rng) -> list[Utter
     return recs
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--llm", action="append", default=[], help="LM folder / .gguf / smollm2 (repeatable)")
     ap.add_argument("--arch", action="append", default=[], choices=sorted(ARCHS), help="random-weight architecture")
-    ap.add_argument("--precision", default="fp32", choices=lg.PRECISIONS)
+    ap.add_argument("--precision", default="fp32", choices=PRECISIONS)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     ap.add_argument("--batch", type=int, default=128)
@@ -125,15 +131,12 @@ def main() -> None:
     ap.add_argument("--json", type=Path, help="write the latency records as JSON here")
     args = ap.parse_args()
     if not args.llm and not args.arch:
-        args.llm = [lg.SMOLLM2]
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    dev = args.device
-    rng = np.random.default_rng(0)
-    torch.manual_seed(0)
-    texts = distinct_sentences(args.batch)
-    ids = [str(i) for i in range(args.batch)]
-    st = streams(args.batch, args.steps, rng)
+        args.llm = [SMOLLM2]
+    return args
+
+
+def ssu_base_config(args) -> dict:
+    """SSUConfig fields from the params file's `model` section, the MOSI widths and the overrides."""
     import yaml
 
     fields = {f.name for f in dataclasses.fields(SSUConfig)}
@@ -141,100 +144,86 @@ def main() -> None:
     base.update(text_dim=384, audio_dim=5, vision_dim=20)
     base.update({k: v for k, v in (("max_nodes", args.max_nodes), ("hidden", args.hidden)) if v is not None})
     base["num_relations"] = max(int(base.get("num_relations", 64)), 46)  # the default spaCy model: 45 labels
+    return base
 
-    raw = None
-    te_params = 0
-    if not args.no_raw_text:
-        from ssu_model import predict as inference
-        from ssu_model.text.pretrained import MINILM, encoder_folder
-        from ssu_model.text.syntax import ParseConfig
-        from ssu_model.text.text_encoder import TextEncoder
 
-        config = ParseConfig(tokenizer=encoder_folder(MINILM, ROOT / ".cache" / "encoders"))
-        encoder = TextEncoder(None, max_length=config.max_length).to(dev).eval().requires_grad_(False)
-        te_params = lg.count_params(encoder.model)
-        utts = inference.Utterances(ids, texts, np.zeros(args.batch, np.float32), streams=st)
-        table, labels = inference.parse_texts(texts, ids, config)  # the "cache": words for the LLM side
-        words = table.column("words").to_pylist()
-        ssu = SSU(SSUConfig(**{**base, "num_relations": max(base["num_relations"], len(labels) + 1)})).to(dev).eval()
-
-        def ssu_raw_call():
-            return inference.graphs_from_raw_text(utts, config, encoder, labels, ssu, args.encoder_batch, dev)
-
-        _steps, examples = ssu_raw_call()  # warm-up: loads spaCy, the tokenizer, the encoder's kernels
-        recs = [e.record for e in examples]
-        raw = (ssu_raw_call, config)
-    else:
+def ssu_side(args, ids, texts, st, base, rng) -> tuple[LatencySides, Any, list[list[str]], list, int]:
+    """(the SSU side of the clocks, its raw-text input, the words, the records, the text encoder's
+    parameters): from raw text (spaCy + all-MiniLM-L6-v2, warmed up) or, ``--no-raw-text``, random
+    records and no raw-text input."""
+    dev = args.device
+    if args.no_raw_text:
         words = [t.split() for t in texts]
         recs = synthetic_records(words, st, rng)
         ssu = SSU(SSUConfig(**base)).to(dev).eval()
-    batch = collate(recs).to(dev)
-    ssu_params = {"ssu": lg.count_params(ssu), "text_encoder": te_params}
-    llm_utts = [lg.Utterance(i, t, w, st["audio"][0][k], st["vision"][0][k])
-                for k, (i, t, w) in enumerate(zip(ids, texts, words))]
+        sides = LatencySides(ssu=ssu, constructor=None, ssu_llm=None, ssu_repeats=0,
+                             graphs_repeats=args.graphs_repeats, device=dev)
+        return sides, None, words, recs, 0
+    from ssu_model import predict
+    from ssu_model.data.utterances import Utterances
+    from ssu_model.text.parse_table import ParseConfig
+    from ssu_model.text.pretrained import MINILM, encoder_folder
+    from ssu_model.text.text_encoder import TextEncoder
 
+    config = ParseConfig(tokenizer=encoder_folder(MINILM, ROOT / ".cache" / "encoders"))
+    encoder = TextEncoder(None, max_length=config.max_length).to(dev).eval().requires_grad_(False)
+    utts = Utterances(ids, texts, np.zeros(args.batch, np.float32), streams=st)
+    table, labels = predict.parse_texts(texts, ids, config)  # the "cache": words for the LLM side
+    words = table.column("words").to_pylist()
+    ssu = SSU(SSUConfig(**{**base, "num_relations": max(base["num_relations"], len(labels) + 1)})).to(dev).eval()
+    sides = LatencySides(ssu=ssu, constructor=None, ssu_llm=None, parse_config=config, text_encoder=encoder,
+                         dep_labels=labels, encoder_batch_size=args.encoder_batch, ssu_repeats=args.ssu_repeats,
+                         graphs_repeats=args.graphs_repeats, device=dev)
+    _steps, recs = sides.ssu_call(utts)  # warm-up: loads spaCy, the tokenizer, the encoder's kernels
+    return sides, utts, words, recs, count_params(encoder.model)
+
+
+def time_llm(kind: str, what: str, args, sides: LatencySides, raw_utts, llm_utts, recs, base, rng,
+             te_params: int) -> tuple[str, dict, ConstructorConfig]:
+    """(the record's name, the latency record, the constructor config) of one LLM: ``args.repeats``
+    timed batches side by side with SSU (``--no-raw-text``: graphs-only clocks)."""
+    dev = args.device
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "int8": torch.float32}[args.precision]
-    llm_nodes = args.llm_max_nodes or None
-    todo = [("path", p) for p in args.llm] + [("arch", a) for a in args.arch]
-    reports = {}
-    for kind, what in todo:
-        t0 = time.perf_counter()
-        if kind == "path":
-            model = lg.load_causal_lm(what, args.precision, dev)
-            tok = lg.load_tokenizer(what)
-        else:
-            model, tok = random_arch(what, dtype, dev)
-        load_s = time.perf_counter() - t0
-        cfg = lg.ConstructorConfig(max_nodes=ssu.config.max_nodes, llm_max_nodes=llm_nodes, prompt=args.prompt)
-        con = lg.LLMGraphConstructor(model, tok, cfg, device=dev)
-        con.fit_projections({"audio": rng.normal(size=(500, 5)), "vision": rng.normal(size=(500, 20))})
-        ssu_llm = SSU(SSUConfig(**{**base, "num_relations": ssu.config.num_relations}, graph_source="llm",
-                                llm_dim=con.dim)).to(dev).eval()
+    t0 = time.perf_counter()
+    if kind == "path":
+        model = load_causal_lm(what, args.precision, dev)
+        tok = load_llm_tokenizer(what)
+    else:
+        model, tok = random_arch(what, dtype, dev)
+    load_s = time.perf_counter() - t0
+    ssu = sides.ssu
+    cfg = ConstructorConfig(max_nodes=ssu.config.max_nodes, llm_max_nodes=args.llm_max_nodes or None, prompt=args.prompt)
+    con = LLMGraphConstructor(model, tok, cfg, device=dev)
+    con.fit_projections({"audio": rng.normal(size=(500, 5)), "vision": rng.normal(size=(500, 20))})
+    ssu_llm = SSU(SSUConfig(**{**base, "num_relations": ssu.config.num_relations}, graph_source="llm",
+                            llm_dim=con.dim)).to(dev).eval()
+    sides = dataclasses.replace(sides, constructor=con, ssu_llm=ssu_llm)
+    sides.llm_call(llm_utts, recs)  # warm-up
+    runs = LatencyRuns()
+    for _ in range(args.repeats):
+        timed_batch(sides, runs, llm_utts, recs, raw_utts)
+    name = f"{what} ({args.precision}{', random weights' if kind == 'arch' else ''})"
+    params = {"SSU": {"ssu": count_params(ssu), "text_encoder": te_params},
+              name: {"llm": count_params(model), "input_projections": con.projection_params,
+                     "ssu_llm_mode": count_params(ssu_llm), "text_encoder": te_params}}
+    if raw_utts is not None:
+        record = latency_report(name, runs.ssu_raw, runs.ssu_graphs, runs.llm, batch_size=args.batch,
+                                batch_sizes=runs.batch_sizes, threads=torch.get_num_threads(), params=params,
+                                load_seconds=load_s, llm_tokens_per_stream=cfg.llm_nodes)
+    else:
+        llm_s = median([sum(r.values()) for r in runs.llm])
+        g_s = median([median(g) for g in runs.ssu_graphs])
+        record = {"llm_from_raw_text": {"what": LATENCY_WHAT["llm_from_raw_text"], "seconds_median": llm_s},
+                  "ssu_graphs_only_cached_inputs": {"what": "SSU.build_graphs alone on random word states "
+                                                    "(no parse, no encoder)", "seconds_median": g_s},
+                  "ratio_graphs_only": llm_s / g_s, "params": params, "load_seconds": load_s}
+    return name, record, cfg
 
-        def llm_call() -> dict[str, float]:
-            lg.synchronize(dev)
-            t = time.perf_counter()
-            states = con.encode(llm_utts)
-            lg.synchronize(dev)
-            t1 = time.perf_counter()
-            b = collate([dataclasses.replace(r, llm_states=s) for r, s in zip(recs, states)]).to(dev)
-            lg.synchronize(dev)
-            t2 = time.perf_counter()
-            with torch.inference_mode():
-                ssu_llm.build_graphs(b)
-            lg.synchronize(dev)
-            return {"input_forward_pooling": t1 - t, "collate": t2 - t1, "build_graphs": time.perf_counter() - t2}
 
-        llm_call()  # warm-up
-        ssu_raw, ssu_graphs, llm_runs = [], [], []
-        for k in range(args.repeats):
-            ssu_first = k % 2 == 1
-            calls = [raw[0]()[0] for _ in range(args.ssu_repeats)] if raw and ssu_first else []
-            llm_runs.append(llm_call())
-            if raw and not ssu_first:
-                calls = [raw[0]()[0] for _ in range(args.ssu_repeats)]
-            ssu_raw.append(calls)
-            with torch.inference_mode():
-                ssu_graphs.append(lg.time_call(lambda: ssu.build_graphs(batch), args.graphs_repeats, 1, dev))
-        name = f"{what} ({args.precision}{', random weights' if kind == 'arch' else ''})"
-        params = {"SSU": ssu_params, name: {"llm": lg.count_params(model), "input_projections": con.projection_params,
-                                            "ssu_llm_mode": lg.count_params(ssu_llm), "text_encoder": te_params}}
-        threads = torch.get_num_threads()
-        if raw:
-            reports[name] = lg.latency_report(name, ssu_raw, ssu_graphs, llm_runs, batch_size=args.batch,
-                                              batch_sizes=[args.batch] * args.repeats, threads=threads,
-                                              params=params, load_seconds=load_s, llm_tokens_per_stream=cfg.llm_nodes)
-        else:
-            llm_s = lg.median([sum(r.values()) for r in llm_runs])
-            g_s = lg.median([lg.median(g) for g in ssu_graphs])
-            reports[name] = {"llm_from_raw_text": {"what": lg.LATENCY_WHAT["llm_from_raw_text"], "seconds_median": llm_s},
-                             "ssu_graphs_only_cached_inputs": {"what": "SSU.build_graphs alone on random word states "
-                                                               "(no parse, no encoder)", "seconds_median": g_s},
-                             "ratio_graphs_only": llm_s / g_s, "params": params, "load_seconds": load_s}
-        del model, con
-        if dev.startswith("cuda"):
-            torch.cuda.empty_cache()
-
+def print_report(args, reports: dict, words, ssu, cfg: ConstructorConfig) -> str:
+    """The markdown table of every record and the step medians; returns the device description."""
+    dev = args.device
+    raw = not args.no_raw_text
     where = torch.cuda.get_device_name(0) if dev.startswith("cuda") else f"CPU, {torch.get_num_threads()} threads"
     words_mean = sum(len(w) for w in words) / len(words)
     print(f"device: {where}; batch {args.batch} utterances ({words_mean:.1f} words on average), {args.steps} "
@@ -254,10 +243,32 @@ def main() -> None:
     for name, rec in reports.items():
         if "ssu_from_raw_text" in rec:
             steps = rec["ssu_from_raw_text"]["steps_seconds_median"]
-            print(f"\nSSU from raw text, step medians (s): " + ", ".join(f"{k} {v:.4f}" for k, v in steps.items()))
+            print("\nSSU from raw text, step medians (s): " + ", ".join(f"{k} {v:.4f}" for k, v in steps.items()))
             steps = rec["llm_from_raw_text"]["steps_seconds_median"]
             print(f"{name}, step medians (s): " + ", ".join(f"{k} {v:.4f}" for k, v in steps.items()))
             break
+    return where
+
+
+def main() -> None:
+    args = parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    rng = np.random.default_rng(0)
+    torch.manual_seed(0)
+    texts = distinct_sentences(args.batch)
+    ids = [str(i) for i in range(args.batch)]
+    st = streams(args.batch, args.steps, rng)
+    base = ssu_base_config(args)
+    sides, raw_utts, words, recs, te_params = ssu_side(args, ids, texts, st, base, rng)
+    llm_utts = [Utterance(i, t, w, st["audio"][0][k], st["vision"][0][k])
+                for k, (i, t, w) in enumerate(zip(ids, texts, words, strict=True))]
+    reports = {}
+    for kind, what in [("path", p) for p in args.llm] + [("arch", a) for a in args.arch]:
+        name, reports[name], cfg = time_llm(kind, what, args, sides, raw_utts, llm_utts, recs, base, rng, te_params)
+        if args.device.startswith("cuda"):
+            torch.cuda.empty_cache()
+    where = print_report(args, reports, words, sides.ssu, cfg)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"device": where, "records": reports}, indent=2, sort_keys=True) + "\n")

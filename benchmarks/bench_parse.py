@@ -2,13 +2,13 @@
 
 For each corpus, side by side in one process:
   raw          spacy.load (same components) + nlp.pipe over the texts, docs consumed
-  cold         syntax.parse_corpus with an empty cache (model load, parse, sub-word map,
+  cold         parse_corpus with an empty cache (model load, parse, sub-word map,
                cache write and the output table included)
   warm         the same call again: nothing new (spaCy and the tokenizer are not even loaded)
   incremental  the corpus with 10% of its utterances edited ("so " + text): only those parse
 Corpora: the 2195 real MOSI transcripts (../shared/data/mosi_label_mmcpanda.csv, skipped when
 absent) and a MOSEI-scale text set (22856 distinct utterances) from the sample generator's
-sentence templates (ssu_model.data.sample.sentence).
+sentence templates (ssu_model.data.sentences.sentence).
 
 Imports (spaCy, transformers) happen before any timing: they cost the same to every variant
 and to any process. Goals: cold >= 0.8x raw words/s; warm < 5% and incremental < 20% of the
@@ -58,12 +58,14 @@ def mosei_texts(seed: int = 0, neutral_share: float = 0.3) -> list[str]:
 def run(name: str, texts: list[str], batch_size: int, n_process: int) -> dict:
     import spacy
 
-    from ssu_model.text import syntax
+    from ssu_model.text.loaded import clear_loaded
+    from ssu_model.text.parse_table import ParseConfig, parse_corpus
+    from ssu_model.text.spacy_parse import KEEP_COMPONENTS, model_info
     from stages.parse import resolve_tokenizer
 
-    config = syntax.ParseConfig(tokenizer=resolve_tokenizer("minilm"), batch_size=batch_size, n_process=n_process)
-    info = syntax.model_info(config.model)
-    exclude = [c for c in info.pipeline if c not in syntax.KEEP_COMPONENTS]
+    config = ParseConfig(tokenizer=resolve_tokenizer("minilm"), batch_size=batch_size, n_process=n_process)
+    info = model_info(config.model)
+    exclude = [c for c in info.pipeline if c not in KEEP_COMPONENTS]
 
     t0 = time.perf_counter()
     nlp = spacy.load(config.model, exclude=exclude)
@@ -78,10 +80,10 @@ def run(name: str, texts: list[str], batch_size: int, n_process: int) -> dict:
     edited = [("so " + t) if i % 10 == 0 else t for i, t in enumerate(texts)]
     times, stats = {}, {}
     with tempfile.TemporaryDirectory() as cache:
-        syntax.clear_loaded()  # cold really loads the model and the tokenizer
+        clear_loaded()  # cold really loads the model and the tokenizer
         for label, corpus in (("cold", texts), ("warm", texts), ("incremental", edited)):
             t0 = time.perf_counter()
-            table, st, _meta = syntax.parse_corpus(corpus, config, cache)
+            table, st, _meta = parse_corpus(corpus, config, cache)
             times[label] = time.perf_counter() - t0
             stats[label] = st
     assert stats["cold"].words == words, (stats["cold"].words, words)

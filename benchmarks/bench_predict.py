@@ -5,8 +5,8 @@ the encoder and the seed models are loaded once, as a long-lived `Predictor` hol
   batch        N sentences in one ``Predictor.predict`` call (what `predict --file` does)
   one-by-one   M sentences, one ``Predictor.predict`` call each (an interactive / service caller)
 Each row gives utterances/s, ms per utterance and where the time goes (parse = ``parse_corpus``,
-encode = ``TextEncoder`` + ``build_examples``, model = ``training.predict`` over all seeds).
-Sentences come from the sample generator's templates (``ssu_model.data.sample.sentence``), distinct.
+encode = ``TextEncoder`` + ``build_records``, model = ``loop.predict`` over all seeds).
+Sentences come from the sample generator's templates (``ssu_model.data.sentences.sentence``), distinct.
 A model that reads audio/vision gets random streams of ``--stream-len`` steps of its widths.
 The one-time load (checkpoints, encoder, spaCy) is reported apart.
 
@@ -25,17 +25,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ssu_model.data.sample import distinct_sentences  # noqa: E402
+from ssu_model.data.sentences import distinct_sentences  # noqa: E402
 
 
 def utterances(texts, trained, stream_len: int, seed: int):
     import numpy as np
 
-    from ssu_model import predict as inference
+    from ssu_model.data.splits import STREAMS
+    from ssu_model.data.utterances import from_texts
 
-    utts = inference.from_texts(texts)
+    utts = from_texts(texts)
     rng = np.random.default_rng(seed)
-    for m in inference.STREAMS:
+    for m in STREAMS:
         dim = trained.stream_dim(m)
         if dim:
             values = rng.normal(0, 1, (len(texts), stream_len, dim)).astype(np.float32)
@@ -57,6 +58,7 @@ def main() -> None:
     import torch
 
     from ssu_model import predict as inference
+    from ssu_model.train.model_folder import load_model_folder
     from stages.common import deterministic_torch
     from stages.inputs import ENCODER_CACHE
 
@@ -69,7 +71,7 @@ def main() -> None:
     hf_logging.disable_progress_bar()
 
     t0 = time.perf_counter()
-    trained = inference.load_model_folder(args.model)
+    trained = load_model_folder(args.model)
     predictor = inference.Predictor(trained, ENCODER_CACHE, device="cpu", batch_size=args.batch_size)
     t_construct = time.perf_counter() - t0
     texts = distinct_sentences(args.n + args.m + 1)
@@ -108,8 +110,8 @@ def main() -> None:
           f"torch threads {torch.get_num_threads()}; sentences {words:.1f} words on average"
           + (f"; streams {args.stream_len} steps" if len(trained.modalities) > 1 else ""))
     print(f"one-time load: checkpoints + encoder {t_construct:.1f} s, first call (spaCy, tokenizer) {t_first:.1f} s\n")
-    print("| mode | utterances | wall s (median of {}) | utterances/s | ms/utterance | parse | encode | model |".format(
-        args.repeats))
+    print(f"| mode | utterances | wall s (median of {args.repeats}) | utterances/s | ms/utterance | parse | encode "
+          "| model |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for mode, n, wall, t in rows:
         share = {key: 100 * value / wall for key, value in t.items()}

@@ -25,6 +25,7 @@ Data-parallel mode (``--ddp``): the same measurement through ``fit(dist=...)``, 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import resource
 import sys
@@ -82,7 +83,8 @@ def main() -> None:
     args = ap.parse_args()
 
     from ssu_model.ssu.model import SSU, SSUConfig
-    from ssu_model.train.training import Example, TrainConfig, fit
+    from ssu_model.train.config import TrainConfig
+    from ssu_model.train.loop import fit
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -102,7 +104,7 @@ def main() -> None:
         n, a_dim, v_dim, a_len, v_len = CASES[name]
         if args.limit:
             n = min(n, args.limit)
-        train = [Example(str(i), r) for i, r in enumerate(make_records(n, a_dim, v_dim, a_len, v_len, 384))]
+        train = [dataclasses.replace(r, id=str(i)) for i, r in enumerate(make_records(n, a_dim, v_dim, a_len, v_len, 384))]
         valid = train[: min(256, n)]
         cfg = SSUConfig(text_dim=384, audio_dim=a_dim, vision_dim=v_dim, hidden=args.hidden,
                         max_nodes=args.max_nodes, max_edges_per_node=args.max_edges_per_node)
@@ -124,7 +126,7 @@ def main() -> None:
         fit(model, train[:args.batch_size], valid[:8], TrainConfig(epochs=1, batch_size=args.batch_size), 0,
             device, dist=dist)
         t_valid = time.perf_counter()
-        from ssu_model.train.training import predict
+        from ssu_model.train.loop import predict
 
         predict(model, valid, 128, device, dist=dist)
         t_valid = time.perf_counter() - t_valid

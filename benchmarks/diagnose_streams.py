@@ -49,11 +49,11 @@ def main() -> None:
     args = ap.parse_args()
 
     import torch
-
     from sample_signal import LEXICON
+
     from ssu_model.eval.metrics import regression_metrics
     from ssu_model.ssu.model import SSU
-    from ssu_model.train.training import fit, predict, seed_everything
+    from ssu_model.train.loop import fit, predict, seed_everything
     from stages.modelling import build_model_config, load_inputs
     from stages.train import resolve_variant
 
@@ -70,13 +70,13 @@ def main() -> None:
     if args.streams_only:
         for split in examples.values():
             for e in split:
-                e.record.word_states = np.zeros_like(e.record.word_states)
+                e.word_states = np.zeros_like(e.word_states)
     cfg = build_model_config(overrides, dims, len(labels), False)
     with open(args.sample, "rb") as fh:
         test = pickle.load(fh)["test"]
     neutral_ids = {i for i, t in zip(test["id"], test["raw_text"]) if not set(str(t).split()) & LEXICON}
     neutral = np.array([e.id in neutral_ids for e in examples["test"]])
-    y = np.array([e.record.label for e in examples["test"]], dtype=np.float64)
+    y = np.array([e.label for e in examples["test"]], dtype=np.float64)
 
     rows, t0 = [], time.perf_counter()
     for seed in (int(s) for s in args.seeds.split(",")):

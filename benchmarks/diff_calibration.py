@@ -47,7 +47,7 @@ def main() -> None:
     ap.add_argument("--alpha", type=float, default=0.05)
     args = ap.parse_args()
 
-    counts = {m: {k: 0 for k in METRIC_NAMES} for m in ("boot_seeds", "boot_utts", "t")}
+    counts = {m: dict.fromkeys(METRIC_NAMES, 0) for m in ("boot_seeds", "boot_utts", "t")}
     t0 = time.perf_counter()
     for draw in range(args.draws):
         rng = np.random.default_rng(10_000 + draw)

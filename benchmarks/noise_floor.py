@@ -30,7 +30,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from ssu_model.eval.metrics import METRIC_NAMES  # noqa: E402
-from ssu_model.eval.significance import PERCENT_METRICS, noise_floor  # noqa: E402
+from ssu_model.eval.noise_floor import noise_floor  # noqa: E402
+from ssu_model.eval.significance import PERCENT_METRICS  # noqa: E402
 
 
 def read_run(folder: Path, variants: list[str]) -> dict:

@@ -14,8 +14,8 @@ from typing import Any
 
 import typer
 
-from stages.errors import StageError
 from ssu_model.errors import DataError
+from stages.errors import StageError
 
 
 def log(msg: str) -> None:
@@ -112,3 +112,32 @@ def deterministic_torch() -> None:
 
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def env_record(device: str, threads: int, world_size: int = 1) -> dict[str, Any]:
+    """Versions and hardware of this run (no wall-clock, no host names)."""
+    import importlib.metadata as md
+    import platform
+
+    import torch
+
+    def version(pkg: str) -> str | None:
+        try:
+            return md.version(pkg)
+        except md.PackageNotFoundError:
+            return None
+
+    gpu = torch.cuda.get_device_name(0) if device.startswith("cuda") and torch.cuda.is_available() else None
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torch_geometric": version("torch-geometric"),
+        "spacy": version("spacy"),
+        "transformers": version("transformers"),
+        "numpy": version("numpy"),
+        "device": device,
+        "gpu_name": gpu,
+        "cuda": torch.version.cuda if device.startswith("cuda") else None,
+        "world_size": world_size,
+        "torch_threads": threads,
+    }

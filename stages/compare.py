@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -59,33 +58,20 @@ def _read_json(path: Path, what: str):
         fail(f"{path} is not valid JSON: {exc}")
 
 
-@stage_command
-def main(
-    params: Path = typer.Option(Path("params.yaml"), "--params", help="params file"),
-    metrics: Optional[Path] = typer.Option(None, "--metrics", help="metrics folder (default compare.metrics)"),
-    out: Optional[Path] = typer.Option(None, "--out", help="report folder (default compare.out)"),
-    plot: Optional[Path] = typer.Option(None, "--plot", help="Fig. 4 PNG (default compare.plot)"),
-) -> None:
-    """Tables 2-4 and Fig. 4 of the paper from this run's metrics and latency records."""
-    import json
-    import os
-
+def _variant(metrics: Path, name: str):
+    """The checked metrics (contract D) of one variant."""
     from ssu_model.eval import reporting
-    from stages.modelling import LLMGraphsParams
 
-    raw = load_params(params)
-    p = load_section(raw, "compare", CompareParams)
-    llm = load_section(raw, "llm_graphs", LLMGraphsParams)
-    metrics = metrics or Path(p.metrics)
-    out = out or Path(p.out)
-    plot = plot or Path(p.plot)
+    path = metrics / f"{name}.json"
+    return reporting.check_metrics(_read_json(path, f"metrics of variant {name}"), str(path))
 
-    def variant(name: str):
-        path = metrics / f"{name}.json"
-        return reporting.check_metrics(_read_json(path, f"metrics of variant {name}"), str(path))
 
-    ssu = variant(p.ssu_variant)
-    llms = {s.name: variant(f"llm_{s.name}") for s in llm.models}
+def _tables(p: CompareParams, llm, metrics: Path):
+    """(compare.json's tables, compare.md's sections, the checked latency records, the latency breakdown)."""
+    from ssu_model.eval import reporting
+
+    ssu = _variant(metrics, p.ssu_variant)
+    llms = {s.name: _variant(metrics, f"llm_{s.name}") for s in llm.models}
     latencies = {}
     for s in llm.models:
         path = metrics / f"latency_{s.name}.json"
@@ -112,14 +98,38 @@ def main(
         md_lat,
     ]
     if p.anchor_variant:
-        t3, md3 = reporting.table3(ssu, variant(p.anchor_variant),
-                                   variant(p.anchor_cross_variant) if p.anchor_cross_variant else None)
+        t3, md3 = reporting.table3(ssu, _variant(metrics, p.anchor_variant),
+                                   _variant(metrics, p.anchor_cross_variant) if p.anchor_cross_variant else None)
         report["table3"] = t3
         sections += ["", "## Table 3: effect of the semantic anchor", "", md3]
     if p.loss_variants:
-        t4, md4 = reporting.table4(ssu, {v: variant(v) for v in p.loss_variants})
+        t4, md4 = reporting.table4(ssu, {v: _variant(metrics, v) for v in p.loss_variants})
         report["table4"] = t4
         sections += ["", "## Table 4: loss combinations", "", md4]
+    return report, sections, latencies, lat
+
+
+@stage_command
+def main(
+    params: Path = typer.Option(Path("params.yaml"), "--params", help="params file"),
+    metrics: Path | None = typer.Option(None, "--metrics", help="metrics folder (default compare.metrics)"),
+    out: Path | None = typer.Option(None, "--out", help="report folder (default compare.out)"),
+    plot: Path | None = typer.Option(None, "--plot", help="Fig. 4 PNG (default compare.plot)"),
+) -> None:
+    """Tables 2-4 and Fig. 4 of the paper from this run's metrics and latency records."""
+    import json
+    import os
+
+    from ssu_model.eval import reporting
+    from stages.modelling import LLMGraphsParams
+
+    raw = load_params(params)
+    p = load_section(raw, "compare", CompareParams)
+    llm = load_section(raw, "llm_graphs", LLMGraphsParams)
+    metrics = metrics or Path(p.metrics)
+    out = out or Path(p.out)
+    plot = plot or Path(p.plot)
+    report, sections, latencies, lat = _tables(p, llm, metrics)
     points = reporting.constructor_points(latencies)
     report["fig4"] = points
     link = Path(os.path.relpath(plot.resolve(), out.resolve())).as_posix()  # from the report's folder

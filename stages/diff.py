@@ -30,7 +30,7 @@ import json
 import posixpath
 import subprocess
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
@@ -47,12 +47,12 @@ CONSISTENCY_TOLERANCE = 1e-6
 class Side:
     name: str  # "a" or "b"
     rev: str  # as given; "workspace" = the working tree
-    commit: Optional[str]  # full hash; None for the workspace
+    commit: str | None  # full hash; None for the workspace
     pipeline: str  # "." or a folder such as "pipelines/mosi-av"
     variant: str
-    metrics: Optional[dict] = None
+    metrics: dict | None = None
     predictions: Any = None  # significance.SeedPredictions, or None when unavailable
-    predictions_note: Optional[str] = None  # why predictions are unavailable
+    predictions_note: str | None = None  # why predictions are unavailable
 
     def path(self, *parts: str) -> str:
         p = Path(self.pipeline, *parts).as_posix()
@@ -85,7 +85,7 @@ def _git(root: Path, *args: str) -> subprocess.CompletedProcess:
         fail("git is not installed (needed to read a revision)")
 
 
-def _resolve(root: Path, rev: str) -> Optional[str]:
+def _resolve(root: Path, rev: str) -> str | None:
     """Full commit hash of ``rev``; None for the workspace."""
     if rev == WORKSPACE:
         return None
@@ -97,17 +97,17 @@ def _resolve(root: Path, rev: str) -> Optional[str]:
     return res.stdout.decode().strip()
 
 
-def _head(root: Path) -> Optional[str]:
+def _head(root: Path) -> str | None:
     res = _git(root, "rev-parse", "--verify", "--quiet", "HEAD")
     return res.stdout.decode().strip() if res.returncode == 0 else None
 
 
-def _git_blob(root: Path, commit: str, rel: str) -> Optional[bytes]:
+def _git_blob(root: Path, commit: str, rel: str) -> bytes | None:
     res = _git(root, "cat-file", "blob", f"{commit}:./{rel}")
     return res.stdout if res.returncode == 0 else None
 
 
-def _lock_entry(lock: dict, pipeline: str, rel: str) -> Optional[dict]:
+def _lock_entry(lock: dict, pipeline: str, rel: str) -> dict | None:
     """The dvc.lock out whose path is ``rel`` (relative to the root); a lock's paths are relative to
     the stage's wdir: the pipeline folder (wdir .) or the root (this project's pipelines/*: wdir ../..)."""
     want = posixpath.normpath(rel)
@@ -119,7 +119,7 @@ def _lock_entry(lock: dict, pipeline: str, rel: str) -> Optional[dict]:
     return None
 
 
-def _from_dvc(root: Path, side: Side, rel: str) -> tuple[Optional[bytes], Optional[str]]:
+def _from_dvc(root: Path, side: Side, rel: str) -> tuple[bytes | None, str | None]:
     """(bytes, None) or (None, why) for a DVC output of ``side``'s commit."""
     import yaml
 
@@ -154,7 +154,7 @@ def _from_dvc(root: Path, side: Side, rel: str) -> tuple[Optional[bytes], Option
                   f"(`dvc fetch` it from a remote, or it was never cached here)")
 
 
-def _read(root: Path, side: Side, rel: str, dvc_output: bool) -> tuple[Optional[bytes], Optional[str]]:
+def _read(root: Path, side: Side, rel: str, dvc_output: bool) -> tuple[bytes | None, str | None]:
     if side.commit is None:
         path = root / rel
         if path.is_file():
@@ -256,7 +256,7 @@ def _pipeline(value: str) -> str:
     return p.as_posix()
 
 
-def _metric_names(values: Optional[list[str]]) -> list[str]:
+def _metric_names(values: list[str] | None) -> list[str]:
     from ssu_model.eval.metrics import METRIC_NAMES
 
     if not values:
@@ -277,7 +277,7 @@ def _metric_names(values: Optional[list[str]]) -> list[str]:
 # ---- output
 
 def _markdown(doc: dict) -> str:
-    from ssu_model.eval.significance import markdown_table
+    from ssu_model.eval.diff_table import markdown_table
 
     a, b = doc["sides"]["a"], doc["sides"]["b"]
     s = doc["settings"]
@@ -315,24 +315,24 @@ def _markdown(doc: dict) -> str:
 
 @stage_command
 def main(
-    a_rev: Optional[str] = typer.Argument(
+    a_rev: str | None = typer.Argument(
         None, metavar="A_REV", show_default=False,
         help="side a's git revision, or 'workspace' (default: HEAD when both sides are the same variant and "
              "pipeline, as dvc metrics diff; else workspace)"),
     b_rev: str = typer.Argument(WORKSPACE, metavar="B_REV", help="side b's git revision, or 'workspace'"),
     variant: str = typer.Option("full", "--variant", "-v", help="side a's variant (and b's unless --variant-b)"),
-    variant_b: Optional[str] = typer.Option(None, "--variant-b", help="side b's variant (default: --variant)"),
+    variant_b: str | None = typer.Option(None, "--variant-b", help="side b's variant (default: --variant)"),
     pipeline: str = typer.Option(".", "--pipeline", "-p",
                                  help="side a's pipeline folder: '.' the sample, or e.g. pipelines/mosi-av "
                                       "(and b's unless --pipeline-b)"),
-    pipeline_b: Optional[str] = typer.Option(None, "--pipeline-b", help="side b's pipeline folder (default: --pipeline)"),
-    metric: Optional[list[str]] = typer.Option(
+    pipeline_b: str | None = typer.Option(None, "--pipeline-b", help="side b's pipeline folder (default: --pipeline)"),
+    metric: list[str] | None = typer.Option(
         None, "--metric", "-m", help="metrics to show (repeat or comma-separate; default all eight)"),
     n_boot: int = typer.Option(2000, "--n-boot", min=0, help="bootstrap resamples (0: per-seed test only)"),
     seed: int = typer.Option(0, "--seed", help="seed of the bootstrap's random draws"),
     alpha: float = typer.Option(0.05, "--alpha", help="1 - the CI level (0.05: 95% CI); the p threshold "
                                 "without bootstrap"),
-    noise_floor: Optional[Path] = typer.Option(
+    noise_floor: Path | None = typer.Option(
         None, "--noise-floor", help="JSON {metric: absolute floor} (or benchmarks/noise_floor.py's file): smaller "
                                     "differences are within noise (default: <pipeline>/noise_floor.json when present)"),
     measured_floor: bool = typer.Option(True, "--measured-floor/--no-measured-floor",
@@ -341,15 +341,12 @@ def main(
                                         help="bootstrap the seeds as well as the utterances"),
     require_bootstrap: bool = typer.Option(False, "--require-bootstrap",
                                            help="fail instead of falling back when predictions are missing"),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="write the JSON report here"),
+    out: Path | None = typer.Option(None, "--out", "-o", help="write the JSON report here"),
     json_output: bool = typer.Option(False, "--json", help="print the JSON report instead of the table"),
     repo: Path = typer.Option(Path("."), "--repo", help="repository root (git + DVC)"),
 ) -> None:
     """Compare two runs per metric: mean ± std per side, b − a, and whether it is more than noise
     (per-seed t-test, paired bootstrap over test utterances)."""
-    from ssu_model.errors import DataError
-    from ssu_model.eval.significance import compare_sides
-
     names = _metric_names(metric)
     if not 0.0 < alpha < 1.0:
         raise typer.BadParameter(f"must be between 0 and 1 (exclusive), got {alpha}", param_hint="--alpha")
@@ -363,16 +360,30 @@ def main(
     root = repo
     if not root.is_dir():
         fail(f"repository folder not found: {root}")
-    floor_note = None
-    if noise_floor is None and measured_floor and (root / pipe_a / NOISE_FLOOR_FILE).is_file():
-        noise_floor = root / pipe_a / NOISE_FLOOR_FILE
-        floor_note = (f"noise floor: {pipe_a}/{NOISE_FLOOR_FILE} (measured machine-to-machine change; "
-                      "--no-measured-floor ignores it)")
-    floors = _read_floor(noise_floor) if noise_floor is not None else {}
-
+    floors, notes = _noise_floor(root, pipe_a, noise_floor, measured_floor)
     sides = [Side("a", a_rev, _resolve(root, a_rev), pipe_a, variant),
              Side("b", b_rev, _resolve(root, b_rev), pipe_b, var_b)]
-    notes: list[str] = [floor_note] if floor_note else []
+    notes += _load_sides(root, sides, n_boot, require_bootstrap)
+    report = _compare(sides, names, n_boot=n_boot, rng_seed=seed, alpha=alpha, resample_seeds=resample_seeds,
+                      floors=floors)
+    notes += _bootstrap_notes(report["bootstrap"], n_boot)
+    doc = _report_doc(root, sides, report, notes)
+    _emit(doc, out, json_output)
+
+
+def _noise_floor(root: Path, pipe_a: str, noise_floor: Path | None, measured: bool) -> tuple[dict, list[str]]:
+    """({metric: floor}, notes): --noise-floor, else side a's pipeline's measured noise_floor.json."""
+    notes = []
+    if noise_floor is None and measured and (root / pipe_a / NOISE_FLOOR_FILE).is_file():
+        noise_floor = root / pipe_a / NOISE_FLOOR_FILE
+        notes.append(f"noise floor: {pipe_a}/{NOISE_FLOOR_FILE} (measured machine-to-machine change; "
+                     "--no-measured-floor ignores it)")
+    return (_read_floor(noise_floor) if noise_floor is not None else {}), notes
+
+
+def _load_sides(root: Path, sides: list[Side], n_boot: int, require_bootstrap: bool) -> list[str]:
+    """Read each side's metrics (and predictions when bootstrapping); the notes that gives."""
+    notes = []
     for side in sides:
         _load_metrics(root, side)
     if n_boot > 0:
@@ -385,6 +396,15 @@ def main(
     a, b = sides
     if (a.commit, a.pipeline, a.variant) == (b.commit, b.pipeline, b.variant):
         notes.append("both sides are the same files")
+    return notes
+
+
+def _compare(sides: list[Side], names: list[str], *, n_boot: int, rng_seed: int, alpha: float,
+             resample_seeds: bool, floors: dict) -> dict:
+    from ssu_model.errors import DataError
+    from ssu_model.eval.significance import compare_sides
+
+    a, b = sides
     preds_a, preds_b = a.predictions, b.predictions
     if preds_a is None or preds_b is None:
         preds_a = preds_b = None
@@ -392,14 +412,17 @@ def main(
         log(f"diff: bootstrap: {n_boot} resamples of the test utterances, seeds {len(preds_a.seeds)} + "
             f"{len(preds_b.seeds)} ...")
     try:
-        report = compare_sides(a.metrics, b.metrics, preds_a=preds_a, preds_b=preds_b, metrics=names,
-                               n_boot=n_boot, rng_seed=seed, alpha=alpha, resample_seeds=resample_seeds,
-                               noise_floor=floors)
+        return compare_sides(a.metrics, b.metrics, preds_a=preds_a, preds_b=preds_b, metrics=names,
+                             n_boot=n_boot, rng_seed=rng_seed, alpha=alpha, resample_seeds=resample_seeds,
+                             noise_floor=floors)
     except DataError as exc:
         if preds_a is not None and "share no test utterance" in str(exc):
             fail(f"{exc}; --n-boot 0 compares the per-seed metrics only")
         raise
-    boot = report["bootstrap"]
+
+
+def _bootstrap_notes(boot: dict | None, n_boot: int) -> list[str]:
+    notes = []
     if boot is not None:
         if boot["ids_only_in_a"] or boot["ids_only_in_b"]:
             notes.append(f"the bootstrap uses the {boot['n_utterances']} utterances both sides scored "
@@ -412,6 +435,10 @@ def main(
                          "(each side is scored against its own)")
     if n_boot == 0:
         notes.append("--n-boot 0: no bootstrap, the verdict rests on the per-seed test")
+    return notes
+
+
+def _report_doc(root: Path, sides: list[Side], report: dict, notes: list[str]) -> dict:
     head = _head(root) if any(s.commit is None for s in sides) else None
     doc = {
         "sides": {s.name: {"rev": s.rev, "commit": s.commit, "head": head if s.commit is None else None,
@@ -427,6 +454,11 @@ def main(
         "notes": notes,
     }
     del doc["seeds"]
+    return doc
+
+
+def _emit(doc: dict, out: Path | None, json_output: bool) -> None:
+    """The JSON report to --out (atomically) and the table (or the JSON) to stdout."""
     text = json.dumps(doc, indent=2, sort_keys=True, allow_nan=False, ensure_ascii=False) + "\n"
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -434,7 +466,7 @@ def main(
             tmp.write_text(text, encoding="utf-8")
     if json_output:
         typer.echo(text, nl=False)
-        for n in notes:
+        for n in doc["notes"]:
             log(f"diff: note: {n}")
     else:
         typer.echo(_markdown(doc), nl=False)

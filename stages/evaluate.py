@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -94,14 +93,14 @@ def _png_plots(out: Path, conf, y, preds_by_seed, history) -> None:
 def main(
     variant: str = typer.Option(..., "--variant", help="variant name (models/<variant>)"),
     params: Path = typer.Option(Path("params.yaml"), "--params", help="params file"),
-    models: Optional[Path] = typer.Option(None, "--models", help="model dir (default models/<variant>)"),
-    features: Optional[Path] = FEATURES_OPTION,
-    parse_dir: Optional[Path] = PARSE_OPTION,
-    text_features: Optional[Path] = TEXT_FEATURES_OPTION,
-    llm_states: Optional[Path] = typer.Option(None, "--llm-states", help="LLM states dir (default: the one train used)"),
-    out: Optional[Path] = typer.Option(None, "--out", help="metrics JSON (default metrics/<variant>.json)"),
-    predictions: Optional[Path] = typer.Option(None, "--predictions", help="Parquet (default reports/predictions/<variant>.parquet)"),
-    plots: Optional[Path] = typer.Option(None, "--plots", help="plots dir (default plots/<variant>)"),
+    models: Path | None = typer.Option(None, "--models", help="model dir (default models/<variant>)"),
+    features: Path | None = FEATURES_OPTION,
+    parse_dir: Path | None = PARSE_OPTION,
+    text_features: Path | None = TEXT_FEATURES_OPTION,
+    llm_states: Path | None = typer.Option(None, "--llm-states", help="LLM states dir (default: the one train used)"),
+    out: Path | None = typer.Option(None, "--out", help="metrics JSON (default metrics/<variant>.json)"),
+    predictions: Path | None = typer.Option(None, "--predictions", help="Parquet (default reports/predictions/<variant>.parquet)"),
+    plots: Path | None = typer.Option(None, "--plots", help="plots dir (default plots/<variant>)"),
 ) -> None:
     """Score every seed's best checkpoint on the test split (MMSA metrics, mean/std over seeds)."""
     raw = load_params(params)
@@ -116,15 +115,14 @@ def main(
     import json
 
     import numpy as np
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
     from ssu_model.errors import DataError
-    from ssu_model.eval.metrics import confusion7, metrics_report, regression_metrics, seven_class
-    from ssu_model.train.training import load_checkpoint, model_from_checkpoint, predict, seed_checkpoints, seed_everything
+    from ssu_model.eval.metrics import metrics_report
+    from ssu_model.train.checkpoints import load_checkpoint, seed_checkpoints
     from stages.common import deterministic_torch, resolve_device
-    from stages.modelling import load_inputs
     from stages.inputs import encoder_path
+    from stages.modelling import load_inputs
 
     deterministic_torch()
     device = resolve_device(base.device)
@@ -156,46 +154,79 @@ def main(
             raise DataError(f"test data {key} is {dims[key]} but the model expects {mcfg.get(key)}")
     test = examples["test"]
     ids = [e.id for e in test]
-    y = np.array([e.record.label for e in test], dtype=np.float64)
-    per_seed = {}
-    preds_by_seed = {}
-    for seed, path in ckpts:
-        ckpt = load_checkpoint(path) if path != ckpts[0][1] else first
-        model = model_from_checkpoint(ckpt).to(device)
-        enc = None
-        if finetune:
-            if "encoder_state" not in ckpt:
-                raise DataError(f"{path}: fine-tuned checkpoint lacks encoder_state")
-            encoder.load_state_dict(ckpt["encoder_state"])
-            enc = encoder.to(device)
-        seed_everything(seed)  # the augmented view (unused for predictions) draws random numbers
-        p, _losses = predict(model, test, cfg.batch_size, device, enc)  # predict runs under no_grad
-        per_seed[seed] = regression_metrics(p, y)
-        preds_by_seed[seed] = p
-        m = per_seed[seed]
-        log(f"evaluate[{variant}] seed {seed}: Non0_acc_2 {m['Non0_acc_2']:.4f} Non0_F1 {m['Non0_F1']:.4f} "
-            f"Acc7 {m['Acc7']:.4f} MAE {m['MAE']:.4f} Corr {m['Corr']:.4f}")
+    y = np.array([e.label for e in test], dtype=np.float64)
+    per_seed, preds_by_seed = _score_seeds(variant, ckpts, first, test, y, encoder if finetune else None,
+                                           cfg.batch_size, device)
     seeds = [s for s, _ in ckpts]
     report = metrics_report(variant, seeds, per_seed)
     mean = report["mean"]
     log(f"evaluate[{variant}] mean of {len(seeds)}: Has0_acc_2 {mean['Has0_acc_2']:.4f} "
         f"Non0_acc_2 {mean['Non0_acc_2']:.4f} Acc7 {mean['Acc7']:.4f} MAE {mean['MAE']:.4f} Corr {mean['Corr']:.4f}")
 
-    # predictions per (seed, id), sorted
     order = np.argsort(np.array(ids, dtype=object), kind="stable")
+    table = _predictions_table(seeds, ids, y, preds_by_seed, order)
+    history_path = models / "history.json"
+    history = json.loads(history_path.read_text()) if history_path.is_file() else {}
+    _write_plots(plots, seeds, ids, y, preds_by_seed, order, history, cfg.png)
+    predictions.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_file(predictions) as tmp:
+        pq.write_table(table, str(tmp))
+    with atomic_file(out) as tmp:
+        tmp.write_text(json.dumps(report, indent=2, sort_keys=True, allow_nan=False) + "\n")
+    log(f"evaluate[{variant}]: wrote {out}, {predictions}, {plots}")
+
+
+def _score_seeds(variant: str, ckpts, first: dict, test, y, encoder, batch_size: int, device: str):
+    """(seed -> MMSA metrics, seed -> test predictions) of every checkpoint; ``first`` is the first
+    one, already loaded; ``encoder`` (fine-tuned models) gets each seed's own encoder state."""
+    from ssu_model.errors import DataError
+    from ssu_model.eval.metrics import regression_metrics
+    from ssu_model.train.checkpoints import load_checkpoint, model_from_checkpoint
+    from ssu_model.train.loop import predict, seed_everything
+
+    per_seed = {}
+    preds_by_seed = {}
+    for seed, path in ckpts:
+        ckpt = load_checkpoint(path) if path != ckpts[0][1] else first
+        model = model_from_checkpoint(ckpt).to(device)
+        enc = None
+        if encoder is not None:
+            if "encoder_state" not in ckpt:
+                raise DataError(f"{path}: fine-tuned checkpoint lacks encoder_state")
+            encoder.load_state_dict(ckpt["encoder_state"])
+            enc = encoder.to(device)
+        seed_everything(seed)  # the augmented view (unused for predictions) draws random numbers
+        p, _losses = predict(model, test, batch_size, device, enc)  # predict runs under no_grad
+        per_seed[seed] = regression_metrics(p, y)
+        preds_by_seed[seed] = p
+        m = per_seed[seed]
+        log(f"evaluate[{variant}] seed {seed}: Non0_acc_2 {m['Non0_acc_2']:.4f} Non0_F1 {m['Non0_F1']:.4f} "
+            f"Acc7 {m['Acc7']:.4f} MAE {m['MAE']:.4f} Corr {m['Corr']:.4f}")
+    return per_seed, preds_by_seed
+
+
+def _predictions_table(seeds, ids, y, preds_by_seed, order):
+    """Predictions per (seed, id), ids sorted (``order``)."""
+    import pyarrow as pa
+
     rows_seed, rows_id, rows_y, rows_p = [], [], [], []
     for seed in seeds:
         rows_seed += [seed] * len(ids)
         rows_id += [ids[i] for i in order]
         rows_y += [float(y[i]) for i in order]
         rows_p += [float(preds_by_seed[seed][i]) for i in order]
-    table = pa.table({
+    return pa.table({
         "seed": pa.array(rows_seed, pa.int32()), "id": pa.array(rows_id, pa.string()),
         "label": pa.array(rows_y, pa.float32()), "prediction": pa.array(rows_p, pa.float32()),
     })
 
-    history_path = models / "history.json"
-    history = json.loads(history_path.read_text()) if history_path.is_file() else {}
+
+def _write_plots(plots: Path, seeds, ids, y, preds_by_seed, order, history: dict, png: bool) -> None:
+    """The plot data (confusion, scatter, learning curves; PNGs with ``png``), written atomically."""
+    import json
+
+    from ssu_model.eval.metrics import confusion7, seven_class
+
     conf = sum(confusion7(preds_by_seed[s], y) for s in seeds)
     with atomic_dir(plots) as tmp:
         confusion_rows = []
@@ -213,11 +244,5 @@ def main(
                 point.update({k.replace("/", "_"): round(float(r[k]), 6) for k in CURVE_KEYS if k in r})
                 curves.append(point)
         (tmp / "curves.json").write_text(json.dumps(curves) + "\n")
-        if cfg.png:
+        if png:
             _png_plots(tmp, conf, y, preds_by_seed, history)
-    predictions.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_file(predictions) as tmp:
-        pq.write_table(table, str(tmp))
-    with atomic_file(out) as tmp:
-        tmp.write_text(json.dumps(report, indent=2, sort_keys=True, allow_nan=False) + "\n")
-    log(f"evaluate[{variant}]: wrote {out}, {predictions}, {plots}")

@@ -23,17 +23,17 @@ from __future__ import annotations
 import dataclasses
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
+from ssu_model.data.splits import SPLITS
 from stages.common import atomic_dir, log, stage_command
 from stages.errors import ParamError
 from stages.inputs import FEATURES_OPTION, PARSE_OPTION, TEXT_FEATURES_OPTION, input_dirs
 from stages.params import BaseParams, load_params, load_section
 
 SECTIONS: tuple[str, ...] = ("base", "explain", "variants")  # variants: only its names (explain.variant must be one)
-SPLITS = ("train", "valid", "test")
 LOSSES = ("total", "reg")
 FILES = ("fig5_loss_surface", "fig6_predictions", "fig7_cross_attention")
 FLOAT_DIGITS = 6  # significant digits of every float in the JSON (byte-stable across runs)
@@ -121,9 +121,9 @@ def _write_json(path: Path, doc: dict) -> None:
 def main(
     params: Path = typer.Option(Path("params.yaml"), "--params", help="params file"),
     models: Path = typer.Option(Path("models"), "--models", help="folder of the model folders (<models>/<variant>)"),
-    features: Optional[Path] = FEATURES_OPTION,
-    parse_dir: Optional[Path] = PARSE_OPTION,
-    text_features: Optional[Path] = TEXT_FEATURES_OPTION,
+    features: Path | None = FEATURES_OPTION,
+    parse_dir: Path | None = PARSE_OPTION,
+    text_features: Path | None = TEXT_FEATURES_OPTION,
     out: Path = typer.Option(Path("reports/explain"), "--out", help="output folder (replaced whole)"),
 ) -> None:
     """Figs. 5-7 of the paper from two trained models: predictions, anchor attention, cross-attention
@@ -135,26 +135,28 @@ def main(
     features, parse_dir, text_features = input_dirs(features, parse_dir, text_features)
     t_start = time.perf_counter()
 
-    import numpy as np
     import torch
 
-    from ssu_model.eval import explain, explain_figures
-    from ssu_model.data.batching import collate
-    from ssu_model.data.features import FeatureSplit, split_path
-    from ssu_model.errors import DataError
-    from ssu_model.predict import load_model_folder
-    from ssu_model.train.training import model_from_checkpoint, parse_index
     from stages.common import deterministic_torch, resolve_device
-    from stages.inputs import read_parse_table
-    from stages.modelling import load_inputs
 
     deterministic_torch()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(base.device)
     names = [cfg.variant, cfg.compare_to]
+    trained = _trained_models(models, names, base)
+    examples, texts, words = _model_inputs(cfg, names, trained, features, parse_dir, text_features)
+    fig6, fig7, loaded, common = _figs_6_7(cfg, base, names, trained, examples, texts, words, device)
+    fig5 = _fig5(cfg, names, examples, loaded, common, device)
+    _write_figures(out, fig5, fig6, fig7)
+    log(f"explain: wrote {out}/{{{','.join(FILES)}}}.{{png,json}} in {time.perf_counter() - t_start:.1f}s")
 
-    # ---- the model folders: every seed of base.seeds, checked as predict checks them
+
+def _trained_models(models: Path, names: list[str], base: BaseParams) -> dict:
+    """The model folders: every seed of base.seeds, checked as predict checks them."""
+    from ssu_model.errors import DataError
+    from ssu_model.train.model_folder import load_model_folder
+
     trained = {}
     for name in names:
         folder = models / name
@@ -169,8 +171,18 @@ def main(
             raise DataError(f"{folder} lacks checkpoints for seeds {missing} (re-run train)")
         trained[name] = t
         log(f"explain: {folder}: seeds {', '.join(map(str, base.seeds))}; reads {' + '.join(t.modalities)}")
+    return trained
 
-    # ---- inputs per model (each reads its own streams), as evaluate builds them
+
+def _model_inputs(cfg: ExplainParams, names: list[str], trained: dict, features: Path, parse_dir: Path,
+                  text_features: Path) -> tuple[dict, dict, dict]:
+    """Inputs per model (each reads its own streams), as evaluate builds them; texts and words by id."""
+    from ssu_model.data.features import FeatureSplit, split_path
+    from ssu_model.data.records import parse_index
+    from ssu_model.errors import DataError
+    from stages.inputs import read_parse_table
+    from stages.modelling import load_inputs
+
     splits = tuple(dict.fromkeys((cfg.split, cfg.surface_split)))
     examples = {}
     for name in names:
@@ -190,19 +202,30 @@ def main(
         if uid not in examples[names[0]][cfg.split]:
             some = ", ".join(sorted(examples[names[0]][cfg.split])[:3])
             raise DataError(f"utterance {uid!r} is not in the {cfg.split} split of {features} (ids look like {some})")
+    return examples, texts, words
 
-    # ---- Figs. 6-7: one forward pass per model and seed over the chosen utterances
+
+def _figs_6_7(cfg: ExplainParams, base: BaseParams, names: list[str], trained: dict, examples: dict,
+              texts: dict, words: dict, device) -> tuple[dict, dict, dict, dict]:
+    """Figs. 6-7: one forward pass per model and seed over the chosen utterances. Returns (fig6, fig7,
+    the attention seed's model per name, the fields every figure shares)."""
+    import numpy as np
+
+    from ssu_model.data.batching import collate
+    from ssu_model.eval import explain
+    from ssu_model.train.checkpoints import model_from_checkpoint
+
     utterances = []
     for uid in cfg.utterances:
         e = examples[names[0]][cfg.split][uid]
         utterances.append({"id": uid, "split": cfg.split, "text": texts[uid], "words": list(words[uid]),
-                           "label": float(e.record.label), "models": {}})
+                           "label": float(e.label), "models": {}})
     attention = [{"id": u["id"], "split": u["split"], "text": u["text"], "words": u["words"], "models": {}}
                  for u in utterances]
     loaded = {}
     for name in names:
         t = trained[name]
-        batch = collate([examples[name][cfg.split][uid].record for uid in cfg.utterances]).to(device)
+        batch = collate([examples[name][cfg.split][uid] for uid in cfg.utterances]).to(device)
         preds = {}
         for seed, ckpt in zip(t.seeds, t.checkpoints):
             if seed not in base.seeds:
@@ -243,15 +266,21 @@ def main(
             "attention_definition": "Eq. 1 weights (Introspection.cross_attention, head average): rows = the "
                                     "stream's real nodes (queries), columns = the real words, each row sums to 1; "
                                     "mean_row_entropy = mean over rows of entropy / log(words)"}
+    return fig6, fig7, loaded, common
 
-    # ---- Fig. 5: the loss surface of each model's attention-seed checkpoint on one fixed batch
+
+def _fig5(cfg: ExplainParams, names: list[str], examples: dict, loaded: dict, common: dict, device) -> dict:
+    """Fig. 5: the loss surface of each model's attention-seed checkpoint on one fixed batch."""
+    from ssu_model.data.batching import collate
+    from ssu_model.eval import explain
+
     pool = examples[names[0]][cfg.surface_split]
     ids = explain.fixed_batch_ids(list(pool), cfg.surface_batch, cfg.surface_seed)
     alphas = explain.grid_coordinates(cfg.grid_points, cfg.grid_range)
     surfaces = {}
     for name in names:
         model = loaded[name]
-        batch = collate([examples[name][cfg.surface_split][uid].record for uid in ids]).to(device)
+        batch = collate([examples[name][cfg.surface_split][uid] for uid in ids]).to(device)
         d1 = explain.filter_normalised_direction(model, cfg.surface_seed, "d1")
         d2 = explain.filter_normalised_direction(model, cfg.surface_seed, "d2")
         t0 = time.perf_counter()
@@ -287,12 +316,16 @@ def main(
             "sharpness_definition": f"mean of L(a, b) - L(0, 0) over the grid points with 0 < sqrt(a^2 + b^2) <= "
                                     f"{cfg.sharpness_radius:g}, L = the {cfg.surface_loss} loss",
             "models": surfaces}
+    return fig5
 
-    # ---- outputs: the folder is replaced only once every file is written
+
+def _write_figures(out: Path, fig5: dict, fig6: dict, fig7: dict) -> None:
+    """The JSON and PNG of each figure; the folder is replaced only once every file is written."""
+    from ssu_model.eval import explain_figures
+
     with atomic_dir(out) as tmp:
         for stem, doc, draw in ((FILES[0], fig5, explain_figures.draw_loss_surfaces),
                                 (FILES[1], fig6, explain_figures.draw_predictions),
                                 (FILES[2], fig7, explain_figures.draw_cross_attention)):
             _write_json(tmp / f"{stem}.json", doc)
             explain_figures.save_png(draw(_rounded(doc)), tmp / f"{stem}.png")
-    log(f"explain: wrote {out}/{{{','.join(FILES)}}}.{{png,json}} in {time.perf_counter() - t_start:.1f}s")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
@@ -52,20 +52,21 @@ def _stats(values) -> dict[str, float]:
 def build_features(source: str, out_dir: Path, batch_rows: int) -> dict[str, Any]:
     """Read ``source``, write the split files into ``out_dir`` (atomically), return the report."""
     from ssu_model.data import features as fmt
-    from ssu_model.data.readers import SPLITS, read_source
+    from ssu_model.data.sources import read_source
+    from ssu_model.data.splits import SPLITS, STREAMS
 
     log(f"features: reading {source}")
     ds = read_source(source)
     first = ds.splits["train"]
-    modalities = [m for m in fmt.MODALITIES if getattr(first, m) is not None]
+    modalities = [m for m in STREAMS if m in first.streams]
     report: dict[str, Any] = {
         "format": fmt.FORMAT_VERSION,
         "source": {"path": str(source), "kind": ds.kind, "layout": ds.layout},
         "aligned": ds.aligned,
         "modalities": ["text", *modalities],
-        "dims": {m: int(getattr(first, m).shape[2]) for m in modalities},
+        "dims": {m: int(first.streams[m][0].shape[2]) for m in modalities},
         "splits": {},
-        "nonfinite_replaced": {m: 0 for m in modalities},
+        "nonfinite_replaced": dict.fromkeys(modalities, 0),
     }
     with atomic_dir(out_dir) as tmp:
         for split in SPLITS:
@@ -73,8 +74,7 @@ def build_features(source: str, out_dir: Path, batch_rows: int) -> dict[str, Any
             order = sorted(range(len(data)), key=data.ids.__getitem__)
             kwargs = {}
             for m in modalities:
-                kwargs[m] = getattr(data, m)
-                kwargs[f"{m}_lengths"] = getattr(data, f"{m}_lengths")
+                kwargs[m], kwargs[f"{m}_lengths"] = data.streams[m]
             replaced = fmt.write_split(
                 fmt.split_path(tmp, split), data.ids, data.texts, data.labels,
                 source=f"{ds.kind}:{source}", batch_rows=batch_rows, order=order, sanitize=True,
@@ -86,8 +86,8 @@ def build_features(source: str, out_dir: Path, batch_rows: int) -> dict[str, Any
                 "nonfinite_replaced": {m: replaced[m] for m in modalities},
             }
             for m in modalities:
-                lens = getattr(data, f"{m}_lengths")
-                entry.setdefault("max_length", {})[m] = int(getattr(data, m).shape[1])
+                lens = data.streams[m][1]
+                entry.setdefault("max_length", {})[m] = int(data.streams[m][0].shape[1])
                 entry.setdefault("lengths", {})[m] = _stats(lens)
                 entry.setdefault("zero_length", {})[m] = int((lens == 0).sum())
                 report["nonfinite_replaced"][m] += replaced[m]
@@ -107,10 +107,10 @@ def build_features(source: str, out_dir: Path, batch_rows: int) -> dict[str, Any
 @stage_command
 def main(
     params: Path = typer.Option(Path("params.yaml"), "--params", help="params.yaml to read"),
-    input_path: Optional[Path] = typer.Option(
+    input_path: Path | None = typer.Option(
         None, "--input", help="MMSA .pkl, label .csv or the sample (default: data.path)"
     ),
-    out: Optional[Path] = typer.Option(None, "--out", help="output directory (default: features.out)"),
+    out: Path | None = typer.Option(None, "--out", help="output directory (default: features.out)"),
 ) -> None:
     """Validate the source and write per-split Arrow feature files + report.json."""
     raw = load_params(params)

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import typer
 
-
 ENCODER_CACHE = Path(".cache/encoders")  # packaged encoders unpacked once (not a DVC output; safe to delete)
 
 
@@ -49,7 +48,7 @@ def read_parse_table(path: Path):
     if not path.is_file():
         raise DataError(f"parse file not found: {path} (run parse)")
     try:
-        from ssu_model.text.syntax import read_parse
+        from ssu_model.text.parse_table import read_parse
     except ImportError:  # pragma: no cover - parse library not there yet
         import pyarrow.parquet as pq
 
@@ -74,6 +73,18 @@ def recorded_parse_settings(path: Path) -> dict:
         raise DataError(f"{path}: parse metadata lacks ssu.spacy_model / ssu.max_length (not written by parse?)")
     return {"spacy_model": meta["ssu.spacy_model"], "parse_max_length": int(meta["ssu.max_length"]),
             "parse": {k[len("ssu."):]: v for k, v in sorted(meta.items())}}
+
+
+def same_tokenizer_as_parse(parse: dict | None, tokenizer_folder: Path | str) -> bool:
+    """Whether the tokenizer in ``tokenizer_folder`` has the fingerprint `parse` recorded
+    (``parse``: the ``parse`` entry of :func:`recorded_parse_settings`, which `train` copies into
+    every checkpoint's meta). The fingerprint also covers the transformers/tokenizers versions,
+    so an upgrade alone changes it; a parse that records none (made before the parse recorded
+    it) is taken as the same. `predict` warns on a difference, `llm-graphs` refuses."""
+    from ssu_model.text.subwords import tokenizer_info
+
+    recorded = (parse or {}).get("tokenizer_fingerprint")
+    return not recorded or tokenizer_info(tokenizer_folder).fingerprint == recorded
 
 
 def parse_max_length(table, path: Path) -> int:

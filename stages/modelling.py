@@ -7,7 +7,7 @@ what the stages that run SSU or its LLM baseline share.
 - loading features + parse + cached word states (+ LLM states) into examples (``load_inputs``):
   `train`, `evaluate`, `llm-graphs`.
 
-These need the model library (``ssu_model.ssu.model``, ``ssu_model.llm.llm_graphs``, ``ssu_model.train.training``).
+These need the model library (``ssu_model.ssu.model``, ``ssu_model.llm``, ``ssu_model.data.records``).
 They live here rather than in params.py, which every stage imports, because dvc.yaml's code deps
 follow imports module by module (tests/test_dvc_deps.py): in params.py they would make `sample`,
 `features` and `parse` depend on the model code.
@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from stages.common import log
 from stages.errors import ParamError
@@ -91,10 +91,10 @@ def load_inputs(split_names, features_dir: Path, parse_dir: Path, text_dir: Path
     ``log``: where the notes on dropped modalities go (train's ranks other than 0 pass a no-op)."""
     import json
 
-    from ssu_model.data.features import split_path, FeatureSplit
+    from ssu_model.data.features import FeatureSplit, split_path
+    from ssu_model.data.records import build_records, dep_vocabulary, parse_index
     from ssu_model.errors import DataError
     from ssu_model.text.text_encoder import read_text_states
-    from ssu_model.train.training import build_examples, dep_vocabulary, parse_index
     from stages.inputs import read_parse_table
 
     feats = {s: FeatureSplit(split_path(features_dir, s)) for s in split_names}
@@ -120,7 +120,7 @@ def load_inputs(split_names, features_dir: Path, parse_dir: Path, text_dir: Path
     llm = {}
     llm_dim = 0
     if llm_dir is not None:
-        from ssu_model.llm.llm_graphs import LLMStates
+        from ssu_model.llm.states import LLMStates
 
         meta_path = llm_dir / "meta.json"
         if not meta_path.is_file():
@@ -129,7 +129,7 @@ def load_inputs(split_names, features_dir: Path, parse_dir: Path, text_dir: Path
         reader = LLMStates(llm_dir)
         llm = {s: reader.get(s) for s in split_names}
     examples = {
-        s: build_examples(
+        s: build_records(
             feats[s], parse_index(tables[s]), vocab,
             text_states=texts.get(s), text_dim=int(text_dim), use_audio=use_audio, use_vision=use_vision,
             llm_states=llm.get(s), encoder=encoder if text_dir is None else None, name=s,
@@ -157,7 +157,7 @@ class LLMSpec:
     precision: str  # fp32 | bf16 | int8 (dynamic int8 on CPU, bitsandbytes 8-bit on CUDA) | fp16 (CUDA)
 
     def __post_init__(self) -> None:
-        from ssu_model.llm.llm_graphs import PRECISIONS
+        from ssu_model.llm.loading import PRECISIONS
 
         if not NAME_RE.match(self.name):
             raise ParamError(f"name must be letters, digits, '_', '.', '-', got {self.name!r}")
@@ -180,7 +180,7 @@ class LLMGraphsParams:
     out: str  # states go to <out>/<name>/{train,valid,test}.arrow + meta.json
     latency_out: str  # latency record goes to <latency_out>/latency_<name>.json
     batch_size: int  # utterances per LM forward = the latency batch (paper: 128)
-    llm_max_nodes: Optional[int]  # audio/vision steps per stream the LM reads (null = model.max_nodes)
+    llm_max_nodes: int | None  # audio/vision steps per stream the LM reads (null = model.max_nodes)
     max_text_tokens: int  # LM tokens for the words at most (later words get zero states)
     prompt: str  # text before the words ("offline prompting"; "" = none)
     audio_marker: str  # text before the projected audio steps ("" = none)
@@ -192,7 +192,7 @@ class LLMGraphsParams:
     threads: int  # torch CPU threads; 0 = torch's default
 
     def __post_init__(self) -> None:
-        from ssu_model.llm.llm_graphs import STORAGE_DTYPES
+        from ssu_model.llm.states import STORAGE_DTYPES
 
         specs = []
         for key, body in self.models.items():

@@ -167,3 +167,28 @@ class TextFeaturesParams:
             raise ParamError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.threads < 0:
             raise ParamError(f"threads must be >= 0, got {self.threads}")
+
+
+def overlay_params(sample: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """A real-data pipeline's params: the sample's sections with a pipeline's overrides on top.
+
+    ``overrides`` (pipelines/<name>/params.overrides.yaml) names what differs: ``drop`` lists the
+    sample sections the pipeline has no stage for, ``variants`` replaces the sample's whole, and
+    every other section's keys replace the sample's (a value is replaced whole, never merged).
+    """
+    drop = set(overrides.get("drop") or ())
+    unknown = sorted(drop - set(sample))
+    if unknown:
+        raise ParamError(f"params overrides drop unknown section {unknown[0]}")
+    merged = {name: dict(body) if isinstance(body, dict) else body
+              for name, body in sample.items() if name not in drop}
+    for name, body in overrides.items():
+        if name == "drop":
+            continue
+        if name == "variants" or not isinstance(body, dict):
+            merged[name] = body
+        elif name not in merged:
+            raise ParamError(f"params overrides set section {name}, which the sample has not (or drops)")
+        else:
+            merged[name].update(body)
+    return merged

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -26,7 +26,7 @@ class ParseParams:
 
     input: str  # `features` output directory holding {train,valid,test}.arrow
     out: str  # output directory for {train,valid,test}.parquet
-    cache: Optional[str]  # persistent parse cache directory (null = no cache); safe to delete
+    cache: str | None  # persistent parse cache directory (null = no cache); safe to delete
     spacy_model: str  # installed spaCy package name or a spaCy model folder
     tokenizer: str  # "minilm" (all-MiniLM-L6-v2), "mpnet" (all-mpnet-base-v2) or a local HF tokenizer folder
     max_length: int  # text encoder max length in sub-words, special tokens included
@@ -67,9 +67,9 @@ def resolve_tokenizer(value: str) -> str:
 @stage_command
 def main(
     params: Annotated[Path, typer.Option(help="params.yaml to read")] = Path("params.yaml"),
-    input: Annotated[Optional[Path], typer.Option(help="features directory (default: parse.input)")] = None,
-    out: Annotated[Optional[Path], typer.Option(help="output directory (default: parse.out)")] = None,
-    cache: Annotated[Optional[Path], typer.Option(help="parse cache directory (default: parse.cache)")] = None,
+    input: Annotated[Path | None, typer.Option(help="features directory (default: parse.input)")] = None,
+    out: Annotated[Path | None, typer.Option(help="output directory (default: parse.out)")] = None,
+    cache: Annotated[Path | None, typer.Option(help="parse cache directory (default: parse.cache)")] = None,
 ) -> None:
     """Dependency-parse every utterance (spaCy, cached) and map words to encoder sub-words."""
     from stages.params import load_params, load_section
@@ -79,13 +79,14 @@ def main(
     out_dir = Path(out) if out is not None else Path(p.out)
     cache_dir = cache if cache is not None else (Path(p.cache) if p.cache else None)
 
-    from ssu_model.text import syntax
-    from ssu_model.data.features import SPLITS, open_splits
+    from ssu_model.data.features import open_splits
+    from ssu_model.data.splits import SPLITS
+    from ssu_model.text.parse_table import ParseConfig, parse_splits, write_parse
 
     if not in_dir.is_dir():
         fail(f"features directory not found: {in_dir}")
     splits = open_splits(in_dir)
-    config = syntax.ParseConfig(
+    config = ParseConfig(
         model=p.spacy_model,
         tokenizer=resolve_tokenizer(p.tokenizer),
         max_length=p.max_length,
@@ -94,14 +95,14 @@ def main(
         max_shards=p.max_cache_shards,
     )
     log(f"parse: {sum(len(s) for s in splits.values())} utterances from {in_dir}, cache {cache_dir or 'off'}")
-    tables, stats = syntax.parse_splits(
+    tables, stats = parse_splits(
         {name: (splits[name].ids, splits[name].texts) for name in SPLITS}, config, cache_dir, log
     )
     for warning in stats.warnings:
         log(f"parse: warning: {warning}")
     with atomic_dir(out_dir) as tmp:
         for name in SPLITS:
-            syntax.write_parse(tables[name], tmp / f"{name}.parquet")
+            write_parse(tables[name], tmp / f"{name}.parquet")
     log(
         f"parse: {stats.texts} texts ({stats.unique} distinct): parsed {stats.parsed} new, "
         f"{stats.unique - stats.parsed} from cache; sub-word maps computed {stats.encoded}; "

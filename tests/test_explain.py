@@ -20,7 +20,9 @@ import pytest
 import torch
 import yaml
 
-from tests.workspace import invoke as _invoke, ok as _ok, tiny_params, train_tiny
+from tests.workspace import invoke as _invoke
+from tests.workspace import ok as _ok
+from tests.workspace import tiny_params, train_tiny
 
 SIZES = (24, 12, 12)
 VARIANTS = ("full", "no_anchor_ta")
@@ -61,8 +63,8 @@ def _doc(ws, stem):
 def _model_and_batch(ws, variant, seed, split, ids):
     """The variant's checkpoint of ``seed`` and a batch of ``ids``, loaded as evaluate does."""
     from ssu_model.data.batching import collate
-    from ssu_model.predict import load_model_folder
-    from ssu_model.train.training import model_from_checkpoint
+    from ssu_model.train.checkpoints import model_from_checkpoint
+    from ssu_model.train.model_folder import load_model_folder
     from stages.modelling import load_inputs
 
     trained = load_model_folder(ws / "models" / variant)
@@ -70,7 +72,7 @@ def _model_and_batch(ws, variant, seed, split, ids):
     examples, _labels, _dims = load_inputs((split,), ws / "features", ws / "parse", ws / "text_features", None,
                                            trained.modalities)
     by_id = {e.id: e for e in examples[split]}
-    return model, collate([by_id[i].record for i in ids])
+    return model, collate([by_id[i] for i in ids])
 
 
 # --------------------------------------------------------------------------- the figure data is the model's

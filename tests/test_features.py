@@ -16,8 +16,10 @@ from typer.testing import CliRunner
 
 from ssu_model.data import sample as synth
 from ssu_model.data.features import FeatureSplit, open_splits
+from ssu_model.data.label_csv import read_label_csv
+from ssu_model.data.mmsa_pickle import read_mmsa_pickle
+from ssu_model.data.sources import read_source
 from ssu_model.errors import DataError
-from ssu_model.data.readers import read_label_csv, read_mmsa_pickle, read_source
 from stages.cli import app
 from tests.conftest import ROOT
 
@@ -75,8 +77,8 @@ def test_restricted_unpickler_reads_every_protocol(tmp_path, aligned_data, proto
         assert got.ids == want["id"].tolist()
         assert got.texts == want["raw_text"].tolist()
         np.testing.assert_array_equal(got.labels, want["regression_labels"])
-        np.testing.assert_array_equal(got.audio, want["audio"])  # NaN-aware equality
-        assert (got.audio_lengths == 50).all() and (got.vision_lengths == 50).all()
+        np.testing.assert_array_equal(got.streams["audio"][0], want["audio"])  # NaN-aware equality
+        assert (got.streams["audio"][1] == 50).all() and (got.streams["vision"][1] == 50).all()
 
 
 def test_object_arrays_and_dev_split_are_accepted(tmp_path, aligned_data):

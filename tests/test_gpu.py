@@ -5,6 +5,8 @@ no spaCy/DVC: `python -m pytest -q -m gpu tests/test_gpu.py`."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -73,8 +75,9 @@ def fit_in_a_world_of_one(device: str, monkeypatch) -> None:
     validation of a group of one is the single-process one, so the predictions must agree."""
     import socket
 
+    from ssu_model.train.config import TrainConfig
     from ssu_model.train.distributed import Rendezvous, init_distributed, teardown
-    from ssu_model.train.training import Example, TrainConfig, fit, predict
+    from ssu_model.train.loop import fit, predict
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -93,7 +96,7 @@ def fit_in_a_world_of_one(device: str, monkeypatch) -> None:
                 audio=rng.standard_normal((20, 5)).astype(np.float32),
                 vision=rng.standard_normal((20, 20)).astype(np.float32),
                 label=float(rng.uniform(-3, 3))))
-    examples = [Example(str(i), r) for i, r in enumerate(batch_records)]
+    examples = [dataclasses.replace(r, id=str(i)) for i, r in enumerate(batch_records)]
     ctx = init_distributed(Rendezvous(rank=0, world_size=1, local_rank=0), device)
     try:
         torch.manual_seed(0)

@@ -1,14 +1,19 @@
 """The edges ``GraphBuilder`` really builds, read back from the PyG tensors the GATs consume:
 text graph = parse arcs, modality edges = the Eq. 5 mask, anchor edges with Eq. 7's beta in every
-graph, cross-modal fusion edges. Each test runs the batched no-grad path and the autograd path."""
+graph, cross-modal fusion edges. Each test runs the batched no-grad path and the autograd path.
+The speed helpers of graph construction are pinned against their plain form at the end."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
+from test_model import UNALIGNED, batch, record, tiny
 
+from ssu_model.data.batching import collate
+from ssu_model.ssu.graph_layout import edge_ids_for_layout
+from ssu_model.ssu.layers import TextKeysValues, fused_linear
 from ssu_model.ssu.model import SSU
-from test_model import UNALIGNED, batch, tiny
 
 R = 16  # num_relations of the tiny config
 
@@ -28,7 +33,7 @@ def edge_dict(index, types, weights, mask):
     """{(src, dst): (type, weight)} of the selected edges; duplicates are an error."""
     out = {}
     for s, d, t, w in zip(index[0][mask].tolist(), index[1][mask].tolist(), types[mask].tolist(),
-                          weights[mask].tolist()):
+                          weights[mask].tolist(), strict=True):
         assert (s, d) not in out, f"duplicate edge {(s, d)}"
         out[(s, d)] = (t, w)
     return out
@@ -158,3 +163,108 @@ def test_cross_modal_weights_stay_differentiable_when_a_selected_beta_underflows
     w.sum().backward()
     grads = [p.grad for p in model.parameters() if p.grad is not None]
     assert grads and all(torch.isfinite(gr).all() for gr in grads)
+
+
+# ------------------------------------------------------------------ speed helpers vs the plain form
+def test_fused_queries_and_keys_equal_the_separate_projections():
+    """``fused_linear`` as the production path calls it: Eq. 1 + Eq. 3 queries of one modality
+    (``_fused_queries``) and the Eq. 3 keys of all modalities, against each projection alone."""
+    torch.manual_seed(0)
+    model = SSU(tiny()).eval()
+    gb = model.graph_builder
+    b = batch(lengths=UNALIGNED)
+    with torch.no_grad():
+        nodes = gb.encode_nodes(b)
+        for m in ("audio", "vision"):
+            xm = nodes.inputs[m].features  # projected X^m
+            q, score_q = gb._fused_queries(m, xm)
+            assert torch.allclose(q, gb.enhance[m].q(xm), atol=1e-6)
+            assert torch.allclose(score_q, gb.scorer[m].wq(xm), atol=1e-6)
+            assert torch.allclose(nodes.score_q[m], score_q)
+        xr = nodes.real_word_x
+        keys = fused_linear(xr, [gb.scorer["audio"].wk, gb.scorer["vision"].wk])
+        assert torch.allclose(keys, torch.cat([gb.scorer["audio"].wk(xr), gb.scorer["vision"].wk(xr)], -1), atol=1e-6)
+
+
+@pytest.mark.parametrize("with_out", [False, True], ids=["returned", "written_in_place"])
+def test_batched_attention_equals_the_paper_form(with_out):
+    """``TextInformedAttention.batched_without_dropout`` (eval path) vs ``forward`` (Eq. 1-2 as
+    written), including an utterance without words (no enhancement)."""
+    torch.manual_seed(0)
+    model = SSU(tiny()).eval()
+    gb = model.graph_builder
+    rng = np.random.default_rng(3)
+    for words in ((0, 3, 6), (2, 3, 6)):  # with / without an utterance that has no words
+        b = collate([record(rng, n, 4, 3) for n in words])
+        with torch.no_grad():
+            xt = gb.proj["text"](b.text) * b.text_mask[..., None]
+            kv = gb.text_kv(xt) * b.text_mask[..., None]
+            text = TextKeysValues.from_kv(kv, b.text_mask, 2)
+            for m in ("audio", "vision"):
+                enh = gb.enhance[m]
+                xm = gb.proj[m](getattr(b, m))
+                ref, _ = enh(xm, kv, b.text_mask)
+                out = torch.full_like(xm, float("nan")) if with_out else None
+                got = enh.batched_without_dropout(xm, enh.q(xm), text, out=out)
+                assert torch.allclose(got, ref, atol=1e-6)
+                if words[0] == 0:
+                    assert torch.equal(got[0], xm[0])  # no words: H^m = X^m
+                if with_out:
+                    assert got.data_ptr() == out.data_ptr()
+
+
+@pytest.mark.parametrize("lengths", [None, UNALIGNED], ids=["aligned", "unaligned"])
+def test_in_place_no_grad_path_equals_the_autograd_path(lengths):
+    """Without autograd the node-feature matrix is preallocated and filled in place
+    (``_scatter_words``, ``node_features``), the scores are written into one buffer and Eq. 4-5
+    overwrite them; with autograd every step allocates. Same graphs, same intermediate values."""
+    torch.manual_seed(0)
+    model = SSU(tiny()).eval()
+    b = batch() if lengths is None else batch(lengths=lengths)
+    with torch.no_grad():
+        fast = model.build_graphs(b)
+        fast_info = model.build_graphs(b, introspect=True).introspection
+    plain = model.build_graphs(b)
+    plain_info = model.build_graphs(b, introspect=True).introspection
+    assert fast.x.shape == plain.x.shape
+    assert torch.allclose(fast.x, plain.x.detach(), atol=1e-6)
+    assert torch.allclose(fast.fusion_x, plain.fusion_x.detach(), atol=1e-6)
+    for name in ("edge_index", "edge_type", "fusion_edge_index", "fusion_edge_type"):
+        assert torch.equal(getattr(fast, name), getattr(plain, name)), name
+    for name in ("edge_weight", "fusion_edge_weight"):
+        assert torch.allclose(getattr(fast, name), getattr(plain, name).detach(), atol=1e-6), name
+    for field in ("score", "symmetric", "adjacency", "threshold", "beta"):
+        for m, ref in getattr(plain_info, field).items():
+            assert torch.allclose(getattr(fast_info, field)[m], ref, atol=1e-6), (field, m)
+
+
+def test_edge_ids_for_layout_are_the_block_node_ids():
+    """The hand-computed ids of ``edge_ids_for_layout`` against ``Block.node_ids`` and the anchor
+    numbering of graph_types (modality graph k of sample b: n + k*B + b; fusion graph: n + b)."""
+    torch.manual_seed(0)
+    model = SSU(tiny()).eval()
+    b = batch(lengths=UNALIGNED)
+    with torch.no_grad():
+        g = model.build_graphs(b)
+    blocks, B = g.blocks, g.batch_size
+    scored = blocks[1:]
+    Tmax = max(blk.T for blk in scored)
+    lay = edge_ids_for_layout(B, blocks, scored, Tmax, "cpu")
+    n = sum(B * blk.T for blk in blocks)
+    mod_anchor, fus_anchor = [], []
+    for k, blk in enumerate(blocks):
+        for s in range(B):
+            for i in range(blk.T):
+                assert blk.node_ids(s, i) == len(mod_anchor)
+                mod_anchor.append(n + k * B + s)
+                fus_anchor.append(n + s)
+    assert lay.mod_anchor.tolist() == mod_anchor and lay.fus_anchor.tolist() == fus_anchor
+    assert lay.anchor_self.tolist() == list(range(n, n + len(blocks) * B))
+    base, node, graph = [], [], []
+    for m, blk in enumerate(scored):
+        for s in range(B):
+            for i in range(Tmax):
+                base.append(blk.node_ids(s, 0))
+                node.append(blk.node_ids(s, i))
+                graph.append(m * B + s)
+    assert lay.row_base.tolist() == base and lay.row_node.tolist() == node and lay.row_graph.tolist() == graph

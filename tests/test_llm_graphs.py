@@ -11,8 +11,20 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
-from ssu_model.llm import llm_graphs as lg
+from benchmarks.latency_record import LATENCY_FORMAT, LATENCY_WHAT, SSU_RAW_STEPS, latency_report
+from benchmarks.timing import time_call
 from ssu_model.errors import DataError
+from ssu_model.llm.constructor import (
+    ConstructorConfig,
+    LLMGraphConstructor,
+    ModalityProjection,
+    Utterance,
+    penultimate_states,
+    pooled_index,
+    word_pieces,
+)
+from ssu_model.llm.loading import SMOLLM2, convert_to_safetensors, count_params, load_causal_lm, load_llm_tokenizer
+from ssu_model.llm.states import LLMStates, write_states
 from stages.cli import app
 from tests.conftest import ROOT
 
@@ -55,10 +67,10 @@ def tiny_lm(tmp_path_factory):
 
 @pytest.fixture
 def constructor(tiny_lm):
-    model = lg.load_causal_lm(tiny_lm, "fp32")
-    tok = lg.load_tokenizer(tiny_lm)
-    cfg = lg.ConstructorConfig(max_nodes=16, llm_max_nodes=4, prompt="Judge the speaker 's sentiment . Transcript :")
-    c = lg.LLMGraphConstructor(model, tok, cfg)
+    model = load_causal_lm(tiny_lm, "fp32")
+    tok = load_llm_tokenizer(tiny_lm)
+    cfg = ConstructorConfig(max_nodes=16, llm_max_nodes=4, prompt="Judge the speaker 's sentiment . Transcript :")
+    c = LLMGraphConstructor(model, tok, cfg)
     rng = np.random.default_rng(0)
     c.fit_projections({"audio": rng.normal(2.0, 3.0, (200, 5)), "vision": rng.normal(size=(200, 7))})
     return c
@@ -68,26 +80,26 @@ def utt(uid, text, n_audio=10, n_vision=40, seed=0):
     rng = np.random.default_rng(seed)
     a = None if n_audio is None else rng.normal(size=(n_audio, 5)).astype(np.float32)
     v = None if n_vision is None else rng.normal(size=(n_vision, 7)).astype(np.float32)
-    return lg.Utterance(uid, text, text.split(), a, v)
+    return Utterance(uid, text, text.split(), a, v)
 
 
 def test_penultimate_states_equal_hidden_states_minus_two(tiny_lm):
-    model = lg.load_causal_lm(tiny_lm, "fp32")
+    model = load_causal_lm(tiny_lm, "fp32")
     x = torch.randn(2, 6, 32)
     mask = torch.tensor([[1] * 6, [1] * 4 + [0] * 2])
     ref = model(inputs_embeds=x, attention_mask=mask, output_hidden_states=True).hidden_states[-2]
-    got = lg.penultimate_states(model, x, mask)
+    got = penultimate_states(model, x, mask)
     torch.testing.assert_close(got, ref)
     assert not torch.allclose(got, model(inputs_embeds=x, attention_mask=mask,
                                          output_hidden_states=True).hidden_states[-1])
 
 
 def test_word_pieces_keep_spans_and_cut_at_the_budget(tiny_lm):
-    tok = lg.load_tokenizer(tiny_lm)
-    ids, spans = lg.word_pieces(tok, "I really liked", ["I", "really", "liked"], max_tokens=10)
+    tok = load_llm_tokenizer(tiny_lm)
+    ids, spans = word_pieces(tok, "I really liked", ["I", "really", "liked"], max_tokens=10)
     assert spans == [(0, 1), (1, 2), (2, 3)]
     assert tok.convert_ids_to_tokens(ids) == ["I", "really", "liked"]
-    _ids, spans = lg.word_pieces(tok, "I really liked", ["I", "really", "liked"], max_tokens=2)
+    _ids, spans = word_pieces(tok, "I really liked", ["I", "really", "liked"], max_tokens=2)
     assert spans == [(0, 1), (1, 2), (-1, -1)]
 
 
@@ -100,7 +112,7 @@ def test_encode_shapes_pooling_and_replication(constructor):
     assert out[1]["text"].shape == (1, d) and out[1]["audio"].shape == (3, d) and "vision" not in out[1]
     assert out[2]["text"].shape == (0, d) and out[2]["audio"].shape == (16, d)
     # 10 SSU audio nodes read through 4 LM steps: node j takes LM step floor(j*4/10)
-    idx = lg.pooled_index(10, 4)
+    idx = pooled_index(10, 4)
     assert idx.tolist() == [0, 0, 0, 1, 1, 2, 2, 2, 3, 3]
     a = out[0]["audio"]
     assert np.array_equal(a[0], a[2]) and not np.allclose(a[2], a[3])
@@ -124,7 +136,7 @@ def test_projection_is_fitted_fixed_and_norm_matched(constructor):
     x = torch.as_tensor(np.random.default_rng(5).normal(2.0, 3.0, (4000, 5)), dtype=torch.float32)
     norm = proj(x).norm(dim=1).mean().item()
     assert norm == pytest.approx(constructor.embedding_norm(), rel=0.1)
-    again = lg.ModalityProjection.fit(np.random.default_rng(0).normal(2.0, 3.0, (200, 5)), 32, 1.0, constructor.config.seed + 1)
+    again = ModalityProjection.fit(np.random.default_rng(0).normal(2.0, 3.0, (200, 5)), 32, 1.0, constructor.config.seed + 1)
     np.testing.assert_array_equal(again.weight, w)  # seeded: the same map every run
 
 
@@ -133,22 +145,22 @@ def test_states_cache_round_trip(tmp_path, constructor):
     states = constructor.encode(batch)
     d = constructor.dim
     (tmp_path / "meta.json").write_text(json.dumps({"format": "1", "dim": d}))
-    lg.write_states(tmp_path / "train.arrow", ["a", "b"], states, d, ["text", "audio", "vision"], "float32")
-    lg.write_states(tmp_path / "valid.arrow", ["a", "b"], states, d, ["text", "audio", "vision"], "float16")
-    reader = lg.LLMStates(tmp_path)
+    write_states(tmp_path / "train.arrow", ["a", "b"], states, d, ["text", "audio", "vision"], "float32")
+    write_states(tmp_path / "valid.arrow", ["a", "b"], states, d, ["text", "audio", "vision"], "float16")
+    reader = LLMStates(tmp_path)
     exact, half = reader.get("train"), reader.get("valid")
     assert set(exact) == {"a", "b"} and "vision" not in exact["b"]
-    for uid, s in zip(["a", "b"], states):
+    for uid, s in zip(["a", "b"], states, strict=True):
         for k, v in s.items():
             np.testing.assert_array_equal(exact[uid][k], v)
             assert half[uid][k].dtype == np.float32
             np.testing.assert_allclose(half[uid][k], v, rtol=1e-3, atol=1e-3)
     with pytest.raises(DataError, match="float16 range"):
-        lg.write_states(tmp_path / "x.arrow", ["a"], [{"text": np.full((1, d), 1e6, np.float32)}], d, ["text"])
+        write_states(tmp_path / "x.arrow", ["a"], [{"text": np.full((1, d), 1e6, np.float32)}], d, ["text"])
     with pytest.raises(DataError, match="not found"):
         reader.get("test")
     with pytest.raises(DataError, match="meta not found"):
-        lg.LLMStates(tmp_path / "nowhere")
+        LLMStates(tmp_path / "nowhere")
 
 
 def test_llm_states_drive_ssu_adjacency_projection(constructor):
@@ -160,7 +172,7 @@ def test_llm_states_drive_ssu_adjacency_projection(constructor):
     batch = [utt("a", "I really liked this movie ."), utt("b", "it was not good at all", 12, 20, 1)]
     states = constructor.encode(batch)
     recs = []
-    for u, s in zip(batch, states):
+    for u, s in zip(batch, states, strict=True):
         n = len(u.words)
         recs.append(UtteranceRecord(np.random.default_rng(0).normal(size=(n, 8)).astype(np.float32),
                                     np.zeros(n, np.int64), [1] * n, u.audio, u.vision, 1.0, llm_states=s))
@@ -181,7 +193,7 @@ def test_llm_states_drive_ssu_adjacency_projection(constructor):
 
 def test_time_call():
     calls = []
-    secs = lg.time_call(lambda: calls.append(1), repeats=3, warmup=2)
+    secs = time_call(lambda: calls.append(1), repeats=3, warmup=2)
     assert len(calls) == 5 and len(secs) == 3 and all(s >= 0 for s in secs)
 
 
@@ -202,12 +214,12 @@ def test_latency_report_names_each_clock_and_divides_medians():
     llm = [{"input_forward_pooling": 89.0, "collate": 0.5, "build_graphs": 0.5},
            {"input_forward_pooling": 99.0, "collate": 0.5, "build_graphs": 0.5},
            {"input_forward_pooling": 199.0, "collate": 0.5, "build_graphs": 0.5}]
-    rec = lg.latency_report("smol", ssu_raw, ssu_graphs, llm, batch_size=128, batch_sizes=[128] * 3, threads=2,
+    rec = latency_report("smol", ssu_raw, ssu_graphs, llm, batch_size=128, batch_sizes=[128] * 3, threads=2,
                             params={"SSU": {"ssu": 10, "text_encoder": 5}, "smol": {"llm": 100}}, precision="fp32")
-    assert rec["format"] == lg.LATENCY_FORMAT == "2" and rec["llm"] == "smol" and rec["precision"] == "fp32"
+    assert rec["format"] == LATENCY_FORMAT == "2" and rec["llm"] == "smol" and rec["precision"] == "fp32"
     clocks = ("ssu_from_raw_text", "ssu_from_raw_text_no_encoder", "ssu_graphs_only_cached_inputs", "llm_from_raw_text")
     for key in clocks:
-        assert rec[key]["what"] == lg.LATENCY_WHAT[key]
+        assert rec[key]["what"] == LATENCY_WHAT[key]
         assert rec[key]["batch_size"] == 128 and rec[key]["n_timed_batches"] == 3 and rec[key]["threads"] == 2
     assert "spaCy parse" in rec["ssu_from_raw_text"]["what"] and "encoder forward" in rec["ssu_from_raw_text"]["what"]
     assert "without its encoder_forward" in rec["ssu_from_raw_text_no_encoder"]["what"]
@@ -230,25 +242,25 @@ def test_latency_report_names_each_clock_and_divides_medians():
 def test_latency_report_refuses_ragged_or_incomplete_timings():
     call = _ssu_call(1.0, 0.5)
     llm = [{"input_forward_pooling": 1.0, "collate": 0.0, "build_graphs": 0.0}]
-    kw = dict(batch_size=4, batch_sizes=[4], threads=1, params={"SSU": {"ssu": 1}, "x": {"llm": 1}})
+    kw = {"batch_size": 4, "batch_sizes": [4], "threads": 1, "params": {"SSU": {"ssu": 1}, "x": {"llm": 1}}}
     with pytest.raises(ValueError, match="one entry per timed batch"):
-        lg.latency_report("x", [[call], [call]], [[0.1]], llm, **kw)
+        latency_report("x", [[call], [call]], [[0.1]], llm, **kw)
     with pytest.raises(ValueError, match="lacks step encoder_forward"):
-        lg.latency_report("x", [[{k: v for k, v in call.items() if k != "encoder_forward"}]], [[0.1]], llm, **kw)
+        latency_report("x", [[{k: v for k, v in call.items() if k != "encoder_forward"}]], [[0.1]], llm, **kw)
     with pytest.raises(ValueError, match="clashes"):
-        lg.latency_report("x", [[call]], [[0.1]], llm, **kw, ratio_from_raw_text=3.0)
+        latency_report("x", [[call]], [[0.1]], llm, **kw, ratio_from_raw_text=3.0)
 
 
 def test_int8_and_bad_precision(tiny_lm):
-    q = lg.load_causal_lm(tiny_lm, "int8")
-    ref = lg.load_causal_lm(tiny_lm, "fp32")
-    assert lg.count_params(q) == lg.count_params(ref)
+    q = load_causal_lm(tiny_lm, "int8")
+    ref = load_causal_lm(tiny_lm, "fp32")
+    assert count_params(q) == count_params(ref)
     x = torch.randn(1, 5, 32)
-    assert lg.penultimate_states(q, x, torch.ones(1, 5, dtype=torch.long)).shape == (1, 5, 32)
+    assert penultimate_states(q, x, torch.ones(1, 5, dtype=torch.long)).shape == (1, 5, 32)
     with pytest.raises(DataError, match="precision"):
-        lg.load_causal_lm(tiny_lm, "int4")
+        load_causal_lm(tiny_lm, "int4")
     with pytest.raises(DataError, match="not found"):
-        lg.load_causal_lm(tiny_lm / "missing", "fp32")
+        load_causal_lm(tiny_lm / "missing", "fp32")
 
 
 # ------------------------------------------------------------------------------- the stage
@@ -261,7 +273,7 @@ def write_tiny_inputs(root, n=(6, 3, 4)):
     texts = ["I really liked this movie .", "it was not good at all", "fine",
              "the acting is great but the plot is weak", "what a bad film , honestly", "do n't watch it"]
     (root / "features").mkdir(exist_ok=True)
-    for split, k in zip(("train", "valid", "test"), n):
+    for split, k in zip(("train", "valid", "test"), n, strict=True):
         ids = [f"{split}{i}" for i in range(k)]
         tx = [texts[i % len(texts)] for i in range(k)]
         write_split(root / "features" / f"{split}.arrow", ids, tx, rng.uniform(-3, 3, k).astype(np.float32),
@@ -321,7 +333,7 @@ def test_stage_convert_states_latency_and_determinism(stage_dir, tiny_lm):
     meta = json.loads((states_dir / "meta.json").read_text())
     assert meta["dim"] == 32 and meta["modalities"] == ["text", "audio", "vision"]
     assert "semi-orthogonal" in meta["projection"]["audio"]["kind"]
-    reader = lg.LLMStates(states_dir)
+    reader = LLMStates(states_dir)
     train = reader.get("train")
     assert len(train) == 6
     from ssu_model.data.features import FeatureSplit
@@ -337,11 +349,11 @@ def test_stage_convert_states_latency_and_determinism(stage_dir, tiny_lm):
     for key in ("ssu_from_raw_text", "ssu_from_raw_text_no_encoder", "ssu_graphs_only_cached_inputs",
                 "llm_from_raw_text"):
         rec = lat[key]
-        assert rec["what"] == lg.LATENCY_WHAT[key]
+        assert rec["what"] == LATENCY_WHAT[key]
         assert rec["batch_size"] == 4 and rec["threads"] >= 1 and rec["seconds_median"] > 0
         assert rec["n_timed_batches"] == lat["n_timed_batches"] >= 2
     assert lat["ssu_from_raw_text"]["calls_per_batch"] == 2 and lat["llm_from_raw_text"]["calls_per_batch"] == 1
-    assert set(lat["ssu_from_raw_text"]["steps_seconds_median"]) == set(lg.SSU_RAW_STEPS)
+    assert set(lat["ssu_from_raw_text"]["steps_seconds_median"]) == set(SSU_RAW_STEPS)
     assert lat["ssu_from_raw_text_no_encoder"]["seconds_median"] < lat["ssu_from_raw_text"]["seconds_median"]
     assert lat["ratio_from_raw_text"] == pytest.approx(
         lat["llm_from_raw_text"]["seconds_median"] / lat["ssu_from_raw_text"]["seconds_median"])
@@ -408,19 +420,19 @@ def test_stage_errors_are_one_line(stage_dir, tiny_lm):
 @pytest.mark.slow
 def test_real_smollm2_from_the_shipped_gguf(tmp_path):
     """The shipped SmolLM2-135M GGUF converts to safetensors, reloads in bf16 and builds states."""
-    info = lg.convert_to_safetensors(lg.SMOLLM2, tmp_path / "smol")
+    info = convert_to_safetensors(SMOLLM2, tmp_path / "smol")
     assert info["class"] == "LlamaForCausalLM" and info["hidden_size"] == 576
     assert 130e6 < info["params"] < 140e6
-    model = lg.load_causal_lm(tmp_path / "smol", "fp32")
-    tok = lg.load_tokenizer(tmp_path / "smol")
-    c = lg.LLMGraphConstructor(model, tok, lg.ConstructorConfig(max_nodes=64, llm_max_nodes=4,
+    model = load_causal_lm(tmp_path / "smol", "fp32")
+    tok = load_llm_tokenizer(tmp_path / "smol")
+    c = LLMGraphConstructor(model, tok, ConstructorConfig(max_nodes=64, llm_max_nodes=4,
                                                                 prompt="Judge the speaker's sentiment. Transcript:"))
     rng = np.random.default_rng(0)
     c.fit_projections({"audio": rng.normal(size=(100, 5))})
-    u = lg.Utterance("a", "I don't like it.", ["I", "do", "n't", "like", "it", "."],
+    u = Utterance("a", "I don't like it.", ["I", "do", "n't", "like", "it", "."],
                      rng.normal(size=(50, 5)).astype(np.float32))
     out = c.encode([u])[0]
     assert out["text"].shape == (6, 576) and out["audio"].shape == (50, 576)
     assert np.isfinite(out["text"]).all()
-    ids, spans = lg.word_pieces(tok, u.text, u.words, 64)
+    ids, spans = word_pieces(tok, u.text, u.words, 64)
     assert spans[2][1] - spans[2][0] >= 1 and tok.decode(ids) == "I don't like it."

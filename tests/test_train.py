@@ -70,7 +70,7 @@ def make_workspace(root: Path, sizes=(24, 12, 12), seeds=(0, 1), text_only=False
         audio = rng.normal(0, 0.5, (n, 10, 5)).astype(np.float32)
         audio[:, 3:6, 0] += labels[:, None]
         vision = rng.normal(0, 0.5, (n, 10, 20)).astype(np.float32)
-        kw = {} if text_only else dict(audio=audio, vision=vision)
+        kw = {} if text_only else {"audio": audio, "vision": vision}
         write_split(root / "features" / f"{split}.arrow", ids, texts, labels, source="test", **kw)
         pq.write_table(_parse_table(ids, texts, rng), root / "parse" / f"{split}.parquet")
         states = []
@@ -222,11 +222,12 @@ def test_word_count_mismatch_named(workspace):
 
 
 def test_fit_early_stopping_and_select_loss(workspace):
-    from stages.params import load_params
-    from stages.modelling import build_model_config, load_inputs
-    from stages.train import resolve_variant
     from ssu_model.ssu.model import SSU
-    from ssu_model.train.training import TrainConfig, fit, seed_everything
+    from ssu_model.train.config import TrainConfig
+    from ssu_model.train.loop import fit, seed_everything
+    from stages.modelling import build_model_config, load_inputs
+    from stages.params import load_params
+    from stages.train import resolve_variant
 
     raw = load_params(workspace / "params.yaml")
     overrides, _tp = resolve_variant(raw, "full")
@@ -277,7 +278,8 @@ def test_text_states_roundtrip(tmp_path):
 @pytest.mark.slow
 def test_finetune_text_trains_the_encoder(tmp_path):
     """finetune_text: the real MiniLM runs inside the loop and its weights change."""
-    from ssu_model.text.text_encoder import TextEncoder, encode_words
+    from ssu_model.text.subwords import encode_words
+    from ssu_model.text.text_encoder import TextEncoder
 
     ws = make_workspace(tmp_path, sizes=(8, 4, 4), seeds=(0,))
     enc = TextEncoder(None, max_length=128)

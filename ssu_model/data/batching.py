@@ -1,6 +1,7 @@
 """Per-utterance records and the padded batch the SSU model consumes.
 
-``collate`` turns a list of :class:`UtteranceRecord` (word states pooled from the text
+A :class:`UtteranceRecord` is built by ``ssu_model.data.records.build_records`` (for train,
+evaluate and predict alike). ``collate`` turns a list of :class:`UtteranceRecord` (word states pooled from the text
 encoder, the dependency parse, audio/vision arrays cut to their true lengths, label,
 optional cached LLM states) into one :class:`SSUBatch` of padded tensors. Padding is
 described by ``text_mask`` and the ``*_lengths`` tensors; the model never reads padded
@@ -12,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,6 +35,8 @@ class UtteranceRecord:
     vision: np.ndarray | None  # (true_len_v, vision_dim) float32
     label: float  # regression label in [-3, 3]
     llm_states: dict[str, np.ndarray] | None = None  # "text"/"audio"/"vision" -> (n_nodes, llm_dim)
+    id: str = ""  # the utterance's id (features' ``id`` column)
+    encoded: Any = None  # ssu_model.text.text_encoder.EncodedText when the text encoder is fine-tuned
 
 
 @dataclass

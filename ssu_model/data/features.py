@@ -31,11 +31,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from ssu_model.data.splits import SPLITS, STREAMS
 from ssu_model.errors import DataError
 
 FORMAT_VERSION = "1"
-SPLITS = ("train", "valid", "test")
-MODALITIES = ("audio", "vision")
 DEFAULT_BATCH_ROWS = 256
 
 
@@ -87,13 +86,13 @@ def write_split(
         order = np.asarray(order, dtype=np.int64)
         if order.shape != (n,) or (n and not np.array_equal(np.sort(order), np.arange(n))):
             raise DataError("write_split: order must be a permutation of the rows")
-    replaced = {name: 0 for name in MODALITIES}
+    replaced = dict.fromkeys(STREAMS, 0)
     if len(texts) != n or len(labels) != n:
         raise DataError("write_split: ids, texts and labels differ in length")
     arrays: dict[str, np.ndarray | None] = {"audio": audio, "vision": vision}
     lengths: dict[str, np.ndarray | None] = {"audio": audio_lengths, "vision": vision_lengths}
     shapes: dict[str, tuple[int, int] | None] = {}
-    for name in MODALITIES:
+    for name in STREAMS:
         arr = arrays[name]
         if arr is None:
             shapes[name] = None
@@ -115,7 +114,7 @@ def write_split(
                 pa.array([texts[i] for i in sel], pa.string()),
                 pa.array(labels[rows], pa.float32()),
             ]
-            for name in MODALITIES:
+            for name in STREAMS:
                 shape = shapes[name]
                 if shape is None:
                     continue
@@ -167,7 +166,7 @@ class FeatureSplit:
         self.schema = schema
         self.source = meta.get(b"ssu.source", b"").decode()
         self.shapes: dict[str, tuple[int, int] | None] = {}
-        for name in MODALITIES:
+        for name in STREAMS:
             raw = meta.get(f"ssu.{name}_shape".encode())
             self.shapes[name] = tuple(int(x) for x in raw.decode().split(",")) if raw else None  # type: ignore[assignment]
         self.num_batches = self._reader.num_record_batches
@@ -227,7 +226,7 @@ class FeatureSplit:
 
     def row(self, i: int) -> Row:
         seqs: dict[str, tuple[np.ndarray | None, int | None]] = {}
-        for name in MODALITIES:
+        for name in STREAMS:
             if self.shapes[name] is None:
                 seqs[name] = (None, None)
             else:

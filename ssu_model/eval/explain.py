@@ -26,7 +26,6 @@ from torch import Tensor
 
 from ssu_model.errors import DataError
 
-STREAMS = ("audio", "vision")
 LOSS_TERMS = ("reg", "sup", "self", "align", "total")  # what SSU's forward reports (Eq. 8-11)
 
 # ----------------------------------------------------------------------------- forward pass

@@ -50,8 +50,8 @@ def check_metrics(doc: Any, where: str) -> Mapping[str, Any]:
     return doc
 
 
-# The latency record written by `llm-graphs` (ssu_model.llm.llm_graphs.latency_report; format 2).
-# Repeated here, not imported: `compare` must not depend on the LLM code (a test keeps them equal).
+# The latency record written by `llm-graphs` (benchmarks.latency_record.latency_report; format 2).
+# Repeated here, not imported: `compare` must not depend on the timing code (a test keeps them equal).
 LATENCY_FORMAT = "2"
 LATENCY_CLOCKS = ("ssu_from_raw_text", "ssu_from_raw_text_no_encoder", "ssu_graphs_only_cached_inputs",
                   "llm_from_raw_text")

@@ -35,7 +35,7 @@ class TextGuidedScore(nn.Module):
         self.log_scale = nn.Parameter(torch.tensor(math.log(scale_init)))
 
     def check_length(self, T: int) -> None:
-        if T > self.pos_bias.numel():
+        if self.pos_bias.numel() < T:
             raise DataError(f"{T} nodes exceed max_len={self.pos_bias.numel()} of the position bias")
 
     @staticmethod
@@ -96,10 +96,7 @@ def threshold_stats(adj: Tensor, pair: Tensor, node_mask: Tensor, lam: Tensor) -
     n = (cnt * cnt).clamp(min=1.0)
     mu = adj.sum((-2, -1)) / n
     dev = (adj - mu[..., None, None]) * pair  # exact: (A - mu) on real pairs, 0 elsewhere
-    if torch.is_grad_enabled() and dev.requires_grad:
-        sq = dev * dev
-    else:
-        sq = dev.mul_(dev)
+    sq = dev * dev if torch.is_grad_enabled() and dev.requires_grad else dev.mul_(dev)  # no autograd: in place
     var = sq.sum((-2, -1)) / n
     sigma = (var + 1e-12).sqrt()
     return mu, sigma, mu + lam * sigma

@@ -1,6 +1,7 @@
 """``SSUConfig``: every hyper-parameter of the SSU model, one documented line each.
 
-Frozen and validated on construction (a bad value names the field). ``to_dict`` / ``from_dict``
+The defaults are the sample pipeline's (params.yaml `model`, the documented source; a test keeps
+the two equal). Frozen and validated on construction (a bad value names the field). ``to_dict`` / ``from_dict``
 round-trip it through a checkpoint. Choices where the paper is silent: docs/decisions/model.md.
 """
 
@@ -17,15 +18,15 @@ class SSUConfig:
     text_dim: int = 384  # width of the word states (text encoder hidden size; MiniLM-L6 = 384)
     audio_dim: int | None = 5  # acoustic feature width (MOSI COVAREP 5, MOSEI 74); None = no audio
     vision_dim: int | None = 20  # visual feature width (MOSI 20, MOSEI 35); None = no vision
-    hidden: int = 128  # d: node feature width everywhere (paper: hidden size 128)
+    hidden: int = 64  # d: node feature width everywhere (paper: 128; 64 keeps the sample within its CPU budget)
     heads: int = 4  # attention heads of the Eq. 1 cross-attention and of every GAT layer
     gat_layers: int = 2  # GATv2 layers in the shared GAT and in the fusion GAT
     dropout: float = 0.1  # dropout on node features, attention weights and heads
     score_dim: int = 64  # d': width of W_Q, W_K in Eq. 3 (and of the LLM-state projections)
     edge_dim: int = 32  # width of edge features (edge-type embedding + weight * learned vector)
-    max_nodes: int = 64  # audio/vision streams longer than this are temporally pooled to this many nodes
+    max_nodes: int = 16  # audio/vision streams longer than this are temporally pooled to this many nodes
     max_len: int = 512  # B_pos covers temporal distances 0..max_len-1 (node counts up to max_len)
-    max_edges_per_node: int = 16  # per-node cap on kept modality edges after Eq. 5 (0 = no cap)
+    max_edges_per_node: int = 8  # per-node cap on kept modality edges after Eq. 5 (0 = no cap)
     threshold_init: float = 1.0  # initial lambda of tau = mu + lambda * sigma (Eq. 5)
     mask_temperature: float = 0.1  # width (in units of sigma) of the sigmoid surrogate used for lambda's gradient
     affinity_scale_init: float = 5.0  # initial scale of the cosine affinity between text-informed attention vectors

@@ -1,5 +1,6 @@
-"""Building blocks of SSU that know nothing about graphs: masks, temporal pooling, the Eq. 1-2
-text-informed attention, and the GATv2 encoder with edge features."""
+"""Building blocks of SSU that know nothing about graphs: masks, temporal pooling, ``fused_linear``
+(several projections of one input in one matrix product), the Eq. 1-2 text-informed attention,
+and the GATv2 encoder with edge features."""
 
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ def temporal_pool(x: Tensor, lengths: Tensor, max_nodes: int) -> tuple[Tensor, T
     """
     B, L, _ = x.shape
     lengths = lengths.to(device=x.device, dtype=torch.long)
-    if L <= max_nodes:
+    if max_nodes >= L:
         return x, lengths
     K = max_nodes
     new_len = lengths.clamp(max=K)
@@ -46,6 +47,19 @@ def temporal_pool(x: Tensor, lengths: Tensor, max_nodes: int) -> tuple[Tensor, T
     onehot = (chunk[:, None, :] == torch.arange(K, device=x.device)[None, :, None]).to(x.dtype)
     onehot = onehot / onehot.sum(-1, keepdim=True).clamp(min=1.0)
     return torch.bmm(onehot, x), new_len
+
+
+def fused_linear(x: Tensor, layers: list[nn.Linear]) -> Tensor:
+    """Speed: ``torch.cat([layer(x) for layer in layers], -1)`` as one matrix product (weights
+    stacked, a missing bias read as zeros); column block k is layer k's output. Equal to the
+    separate products up to float rounding (pinned by tests/test_graphs.py)."""
+    weight = torch.cat([layer.weight for layer in layers])
+    biases = [layer.bias for layer in layers]
+    ref = next((b for b in biases if b is not None), None)
+    if ref is None:
+        return F.linear(x, weight)
+    bias = torch.cat([ref.new_zeros(layer.out_features) if b is None else b for layer, b in zip(layers, biases, strict=True)])
+    return F.linear(x, weight, bias)
 
 
 class StreamStandardizer(nn.Module):
@@ -116,10 +130,11 @@ class TextInformedAttention(nn.Module):
     ``kv = text_kv(X^t)`` are computed once and shared by audio and vision; an utterance with no
     words gets no enhancement.
 
-    Two implementations of the same equation, both used by the model and pinned equal by a test:
-    ``forward`` (draws attention dropout, returns the weights; used in training and introspection)
-    and ``batched`` (no dropout: eval; samples x heads in one ``baddbmm``, and the result can be
-    written straight into the graphs' node-feature matrix)."""
+    Two implementations of the same equation, both used by the model and pinned equal (up to float
+    rounding) by tests/test_graphs.py: ``forward``, the paper form (draws attention dropout, returns
+    the weights; training and introspection), and ``batched_without_dropout`` (speed, no dropout:
+    eval; queries given, samples x heads in one ``baddbmm``, the result written straight into the
+    graphs' node-feature matrix)."""
 
     def __init__(self, hidden: int, heads: int, dropout: float):
         super().__init__()
@@ -140,9 +155,11 @@ class TextInformedAttention(nn.Module):
         has_text = text_mask.any(1).to(xm.dtype)[:, None, None]  # empty text -> no enhancement
         return xm + self.out(enh) * has_text, w.mean(1)
 
-    def batched(self, xm: Tensor, q: Tensor, text: TextKeysValues, out: Tensor | None = None) -> Tensor:
-        """H^m from precomputed queries ``q = self.q(xm)`` (B, T_m, hidden); written into ``out``
-        (a (B, T_m, hidden) view) when given."""
+    def batched_without_dropout(self, xm: Tensor, q: Tensor, text: TextKeysValues,
+                                out: Tensor | None = None) -> Tensor:
+        """Speed: ``forward(xm, kv, text_mask)[0]`` without dropout, from precomputed queries ``q =
+        self.q(xm)`` (B, T_m, hidden) and the batch's ``TextKeysValues``; written into ``out`` (a
+        (B, T_m, hidden) view) when given."""
         B, Tm, H = xm.shape
         h, dh = self.heads, H // self.heads
         qc = q.reshape(B, Tm, h, dh).transpose(1, 2).reshape(B * h, Tm, dh)
@@ -186,6 +203,6 @@ class GATEncoder(nn.Module):
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor) -> Tensor:
-        for conv, norm in zip(self.convs, self.norms):
+        for conv, norm in zip(self.convs, self.norms, strict=True):
             x = norm(x + self.drop(F.elu(conv(x, edge_index, edge_attr))))
         return x

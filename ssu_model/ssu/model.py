@@ -4,7 +4,9 @@ The model wires the parts together; each concept lives in its own file:
 
 - ``config.py``: ``SSUConfig``, every hyper-parameter.
 - ``graphs.py``: ``GraphBuilder``, inputs -> modality graphs, anchors, fusion graph (Eq. 1-7),
-  built from ``layers.py`` (Eq. 1-2 attention, pooling) and ``adjacency.py`` (Eq. 3-5).
+  built from ``layers.py`` (Eq. 1-2 attention, pooling), ``modality_graph.py`` (text graph, Eq.
+  3-5 edges) with ``adjacency.py`` (Eq. 3-5 arithmetic), ``anchor.py`` (Eq. 6-7),
+  ``fusion_graph.py`` (cross-modal edges, node features) and ``graph_layout.py`` (node ids).
 - ``augment.py``: the perturbed view (edge deletion and addition).
 - ``layers.py``: the GATv2 encoders with edge features.
 - ``losses.py``: Eq. 8-11.
@@ -23,8 +25,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ssu_model.ssu.augment import augment_edges
 from ssu_model.data.batching import SSUBatch
+from ssu_model.ssu.augment import augment_edges
 from ssu_model.ssu.config import SSUConfig
 from ssu_model.ssu.graph_types import EdgeTypes, Graphs, Introspection
 from ssu_model.ssu.graphs import GraphBuilder

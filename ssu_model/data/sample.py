@@ -177,9 +177,43 @@ def generate_split(
     sc = SCALES[scale]
     la = ALIGNED_LEN if aligned else sc.audio_len_unaligned
     lv = ALIGNED_LEN if aligned else sc.vision_len_unaligned
-    rng = _rng(seed, split_index, 0)
+    rng = _rng(seed, split_index, 0)  # drawn in this order: texts and labels, ids, stream lengths
+    texts, affect, label = _texts_and_labels(rng, n, neutral_share)
+    ids = _video_clip_ids(rng, n, first_video)
+    a_len, v_len = _stream_lengths(rng, n, aligned, la, lv)
 
-    # Text, affect, labels (per utterance, cheap Python).
+    audio = np.empty((n, la, sc.audio_dim), dtype=np.float32)
+    vision = np.empty((n, lv, sc.vision_dim), dtype=np.float32)
+    for c, start in enumerate(range(0, n, CHUNK_ROWS)):
+        stop = min(start + CHUNK_ROWS, n)
+        crng = _rng(seed, split_index, 1, c)
+        _fill_stream(audio[start:stop], crng, affect[start:stop], a_len[start:stop], AUDIO_SIGNAL,
+                     baseline_std, segment_share)
+        _fill_stream(vision[start:stop], crng, affect[start:stop], v_len[start:stop], VISION_SIGNAL,
+                     baseline_std, segment_share)
+    _inject_nonfinite(audio, _rng(seed, split_index, 2), a_len, nonfinite_share)
+    text, text_bert = _text_features(texts)
+
+    out = {
+        "raw_text": np.array(texts),
+        "audio": audio,
+        "vision": vision,
+        "id": np.array(ids),
+        "text": text,
+        "text_bert": text_bert,
+        "annotations": np.where(label > 0, "Positive", np.where(label < 0, "Negative", "Neutral")),
+        "classification_labels": np.where(label > 0, 2.0, np.where(label < 0, 0.0, 1.0)).astype(np.float32),
+        "regression_labels": label,
+    }
+    if not aligned:
+        out["audio_lengths"] = a_len
+        out["vision_lengths"] = v_len
+    return out
+
+
+def _texts_and_labels(rng: np.random.Generator, n: int, neutral_share: float):
+    """(texts, latent affect, label): the label mixes the text's sentiment with the affect the
+    streams carry; neutral texts take the affect only. Labels are rounded to 0.2 in [-3, 3]."""
     neutral = rng.random(n) < neutral_share
     texts: list[str] = []
     text_sent = np.zeros(n, dtype=np.float64)
@@ -191,44 +225,41 @@ def generate_split(
     label = np.where(neutral, affect, 0.75 * text_sent + 0.45 * affect) + rng.normal(0.0, 0.1, n)
     label = np.clip(np.round(label * 5.0) / 5.0, -3.0, 3.0)
     label[label == 0] = 0.0  # no negative zero
-    label = label.astype(np.float32)
+    return texts, affect, label.astype(np.float32)
 
-    # Videos of 3-12 clips; ids "video$_$clip".
+
+def _video_clip_ids(rng: np.random.Generator, n: int, first_video: int) -> list[str]:
+    """Videos of 3-12 clips; ids "video$_$clip"."""
     ids: list[str] = []
     video = first_video
     while len(ids) < n:
         clips = int(rng.integers(3, 13))
         ids.extend(f"syn{video:05d}$_${c}" for c in range(1, clips + 1))
         video += 1
-    ids = ids[:n]
+    return ids[:n]
 
-    # Stream lengths (unaligned: one duration fraction drives both streams).
+
+def _stream_lengths(rng: np.random.Generator, n: int, aligned: bool, la: int, lv: int):
+    """Audio and vision lengths; unaligned, one duration fraction drives both streams."""
     if aligned:
-        a_len = np.full(n, la, dtype=np.int64)
-        v_len = np.full(n, lv, dtype=np.int64)
-    else:
-        frac = rng.uniform(0.3, 1.0, n)
-        a_len = np.clip(np.round(frac * la), 8, la).astype(np.int64)
-        v_len = np.clip(np.round(frac * lv * rng.uniform(0.9, 1.0, n)), 8, lv).astype(np.int64)
+        return np.full(n, la, dtype=np.int64), np.full(n, lv, dtype=np.int64)
+    frac = rng.uniform(0.3, 1.0, n)
+    a_len = np.clip(np.round(frac * la), 8, la).astype(np.int64)
+    v_len = np.clip(np.round(frac * lv * rng.uniform(0.9, 1.0, n)), 8, lv).astype(np.int64)
+    return a_len, v_len
 
-    audio = np.empty((n, la, sc.audio_dim), dtype=np.float32)
-    vision = np.empty((n, lv, sc.vision_dim), dtype=np.float32)
-    for c, start in enumerate(range(0, n, CHUNK_ROWS)):
-        stop = min(start + CHUNK_ROWS, n)
-        crng = _rng(seed, split_index, 1, c)
-        _fill_stream(audio[start:stop], crng, affect[start:stop], a_len[start:stop], AUDIO_SIGNAL,
-                     baseline_std, segment_share)
-        _fill_stream(vision[start:stop], crng, affect[start:stop], v_len[start:stop], VISION_SIGNAL,
-                     baseline_std, segment_share)
 
-    # A few non-finite values in audio, as in real MOSI files.
-    frng = _rng(seed, split_index, 2)
-    bad = np.nonzero(frng.random(n) < nonfinite_share)[0]
+def _inject_nonfinite(audio: np.ndarray, rng: np.random.Generator, a_len: np.ndarray, share: float) -> None:
+    """A few non-finite values in audio, as in real MOSI files (alternately -inf and NaN)."""
+    bad = np.nonzero(rng.random(len(audio)) < share)[0]
     for j, i in enumerate(bad):
-        step = int(frng.integers(a_len[i]))
-        audio[i, step, int(frng.integers(sc.audio_dim))] = -np.inf if j % 2 == 0 else np.nan
+        step = int(rng.integers(a_len[i]))
+        audio[i, step, int(rng.integers(audio.shape[2]))] = -np.inf if j % 2 == 0 else np.nan
 
-    # Text features.
+
+def _text_features(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(text, text_bert): per-token embeddings of a hashed vocabulary and MMSA's BERT triplet."""
+    n = len(texts)
     tok = _token_ids(texts)
     mask = (tok != 0).astype(np.int64)
     text_bert = np.stack([tok, mask, np.zeros_like(tok)], axis=1)
@@ -241,25 +272,7 @@ def generate_split(
     step = CHUNK_ROWS * TEXT_LEN
     for start in range(0, len(positions), step):
         flat_text[positions[start : start + step]] = table[rows[start : start + step]]
-
-    annotations = np.where(label > 0, "Positive", np.where(label < 0, "Negative", "Neutral"))
-    classes = np.where(label > 0, 2.0, np.where(label < 0, 0.0, 1.0)).astype(np.float32)
-
-    out = {
-        "raw_text": np.array(texts),
-        "audio": audio,
-        "vision": vision,
-        "id": np.array(ids),
-        "text": text,
-        "text_bert": text_bert,
-        "annotations": annotations,
-        "classification_labels": classes,
-        "regression_labels": label,
-    }
-    if not aligned:
-        out["audio_lengths"] = a_len
-        out["vision_lengths"] = v_len
-    return out
+    return text, text_bert
 
 
 def check_signal_shape(baseline_std: float, segment_share) -> None:

@@ -14,12 +14,11 @@ from typing import Any
 
 import numpy as np
 
-from ssu_model.data.splits import STREAMS
+from ssu_model.data.splits import MODALITIES
 from ssu_model.errors import DataError
 
 STORAGE_DTYPES = ("float16", "float32")
 STATES_FORMAT = "1"
-MODALITIES = ("text", *STREAMS)  # the node-state columns a states file may hold, in order
 FLOAT16_MAX = 65504.0
 
 

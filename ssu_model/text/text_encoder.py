@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from ssu_model.errors import DataError
-from ssu_model.text.subwords import encode_words
+from ssu_model.text.subwords import encode_words, load_tokenizer
 
 
 def default_model_path() -> str:
@@ -93,14 +93,14 @@ class TextEncoder(nn.Module):
 
     def __init__(self, model_path: str | Path | None = None, max_length: int = 128):
         super().__init__()
-        from transformers import AutoModel, AutoTokenizer
+        from transformers import AutoModel
 
         path = str(model_path) if model_path else default_model_path()
         if not Path(path).is_dir():
             raise DataError(f"text encoder folder not found: {path}")
         self.model_path = path
         self.max_length = int(max_length)
-        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.tokenizer = load_tokenizer(path)  # the parse stage's loader: same fast tokenizer, memoised
         self.model = AutoModel.from_pretrained(path)
         self.dim = int(self.model.config.hidden_size)
         self.pad_id = int(self.tokenizer.pad_token_id or 0)

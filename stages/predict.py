@@ -103,6 +103,7 @@ def main(
 ) -> None:
     """Score new utterances (raw text, optionally with audio/vision) with a trained model folder."""
     outs, stdin_lines = _check_usage(texts, file, input_path, split, device, out)
+    _check_writable(outs)  # before any work: an unwritable --out would otherwise fail at the very end
     utts = _read_input(list(texts or []), file, input_path, split, stdin_lines)
 
     from ssu_model.predict import select_streams
@@ -157,6 +158,21 @@ def _check_usage(texts: list[str] | None, file: Path | None, input_path: Path | 
             _usage("nothing to score: give TEXT arguments, --file FILE, --input PATH or lines on stdin")
         stdin_lines = raw
     return outs, stdin_lines
+
+
+def _check_writable(outs: list[Path]) -> None:
+    """Each ``--out`` can be written: its folder exists and is writable, and it is not a folder or
+    a read-only file (a data error, exit 1: the command is right, the file system is not)."""
+    import os
+
+    for p in outs:
+        folder = p.parent if str(p.parent) else Path(".")
+        if not folder.is_dir():
+            raise DataError(f"cannot write {p}: folder {folder} does not exist")
+        if p.is_dir():
+            raise DataError(f"cannot write {p}: it is a folder")
+        if not os.access(folder, os.W_OK | os.X_OK) or (p.exists() and not os.access(p, os.W_OK)):
+            raise DataError(f"cannot write {p}: permission denied")
 
 
 def _read_input(texts: list[str], file: Path | None, input_path: Path | None, split: str | None,

@@ -275,6 +275,17 @@ def test_failed_write_leaves_no_output(ws, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["blocked"]
 
 
+@pytest.mark.parametrize("where", ["missing_folder", "a_folder"])
+def test_unwritable_out_fails_before_any_work(tmp_path, where):
+    """An --out that cannot be written is refused first: here the model folder does not exist
+    either, and the error names the output, so nothing was loaded or scored."""
+    (tmp_path / "a_folder.json").mkdir()
+    out = tmp_path / "nope" / "p.json" if where == "missing_folder" else tmp_path / "a_folder.json"
+    r = _invoke(["predict", "--model", tmp_path / "no_model", "--out", out, "good movie"])
+    _error(r, "cannot write")
+    assert "model folder" not in r.output
+
+
 def test_missing_model_folder(tmp_path):
     _error(_invoke(["predict", "--model", tmp_path / "nope", "good movie"]), "model folder not found")
 

@@ -41,7 +41,7 @@ def main(
     import torch
 
     from ssu_model.errors import DataError
-    from ssu_model.text.text_encoder import TextEncoder, write_text_states
+    from ssu_model.text.text_encoder import TextEncoder, write_flat_text_states
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -65,10 +65,10 @@ def main(
                 encoder.encode(w, s, e, where=f"{split}:{uid}")
                 for uid, w, s, e in zip(cols["id"], cols["words"], cols["sub_start"], cols["sub_end"], strict=True)
             ]
-            states = encoder.encode_corpus(encoded, batch_size=cfg.batch_size, device=device)
-            write_text_states(tmp / f"{split}.arrow", cols["id"], states, encoder.dim, name, max_length)
-            counts[split] = len(states)
-            log(f"text-features: {split}: {len(states)} utterances, {sum(len(s) for s in states)} words")
+            flat, offsets = encoder.encode_flat(encoded, batch_size=cfg.batch_size, device=device)
+            write_flat_text_states(tmp / f"{split}.arrow", cols["id"], flat, offsets, name, max_length)
+            counts[split] = len(offsets) - 1
+            log(f"text-features: {split}: {counts[split]} utterances, {flat.shape[0]} words")
         meta = {"encoder": name, "dim": encoder.dim, "max_length": max_length,
                 "pooling": "mean of sub-word states per word", "rows": counts}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")

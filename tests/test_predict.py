@@ -405,3 +405,16 @@ def test_finetuned_model_matches_evaluate(ws, tmp_path, monkeypatch):
     evaluated = pq.read_table(tmp_path / "eval.parquet").to_pandas().set_index("id")
     got = pq.read_table(out).to_pandas().set_index("id")
     np.testing.assert_allclose(got.loc[evaluated.index, "score"], evaluated.prediction, atol=1e-5, rtol=0)
+
+
+def test_torch_threads_sets_and_restores():
+    import torch
+
+    from ssu_model.predict import torch_threads
+
+    before = torch.get_num_threads()
+    with torch_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with torch_threads(0):  # 0: unchanged
+        assert torch.get_num_threads() == before

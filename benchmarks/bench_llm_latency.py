@@ -1,10 +1,16 @@
 """Graph-construction time per batch: SSU vs LLM graph constructors, side by side, from raw text.
 
 Same machine, same batch of ``--batch`` MOSI-shaped utterances (distinct sentences of the sample
-generator's templates, A5/V20 streams of ``--steps`` steps), warm (one untimed call of each path
-first). The clocks are those of the `llm-graphs` stage, the functions of
-``benchmarks.constructor_latency`` (``benchmarks.latency_record.latency_report`` names what each
-covers):
+generator's templates, random A5/V20 streams of ``--steps`` steps), warm (one untimed call of each
+path first). ``--texts-csv PATH`` takes the texts from a label CSV instead (e.g. CMU-MOSEI's
+``mosei_label_ailiwood_mme0621.csv``): the first ``--batch`` utterances of split ``--split``
+(default test) in id order (``label_csv.read_scoring_csv``). ``--text-only``: the utterances carry
+no audio/vision streams, SSU has no audio/vision (``audio_dim=vision_dim=None``) and the LM reads
+the prompt and the words only (no stream markers, no projected steps). The report and every JSON
+record (``inputs``) name the texts: source file, split, batch size, mean words, text only or not.
+
+The clocks are those of the `llm-graphs` stage, the functions of ``benchmarks.constructor_latency``
+(``benchmarks.latency_record.latency_report`` names what each covers):
 
 - ``ssu_from_raw_text`` (headline): ``constructor_latency.ssu_from_raw_text``, the calls `predict` makes
   on new text: spaCy parse + sub-word map (no cache), sub-word ids, text-encoder forward, records,
@@ -12,7 +18,7 @@ covers):
   encoder-forward step;
 - ``ssu_graphs_only_cached_inputs``: ``SSU.build_graphs`` alone on the collated records;
 - ``llm_from_raw_text``: LM input building (LLM tokenizer on the words, projections of the
-  streams) + forward to the penultimate layer + word pooling + collate +
+  streams, none with ``--text-only``) + forward to the penultimate layer + word pooling + collate +
   ``SSU(graph_source="llm").build_graphs``.
 
 Each of the ``--repeats`` LLM calls is one "timed batch"; the ``--ssu-repeats`` SSU-from-raw-text
@@ -27,6 +33,8 @@ qwen2.5-7b, llama-3.1-8b; the paper's constructors). Random weights are fine for
 the GPU run possible without carrying weights (a lent GPU image has no gguf package).
 
     python benchmarks/bench_llm_latency.py --llm models/pretrained/smollm2 --repeats 3
+    python benchmarks/bench_llm_latency.py --llm models/pretrained/smollm2 --text-only \
+        --texts-csv ../shared/data/mosei_label_ailiwood_mme0621.csv --split test --repeats 3
     python benchmarks/bench_llm_latency.py --device cuda --precision bf16 --arch smollm2-135m --arch gemma-2b \
         --arch mistral-7b --arch qwen2.5-7b --arch llama-3.1-8b --llm-max-nodes 0 --no-raw-text
 """
@@ -51,7 +59,9 @@ from benchmarks.constructor_latency import LatencyRuns, LatencySides, timed_batc
 from benchmarks.latency_record import LATENCY_WHAT, latency_report  # noqa: E402
 from benchmarks.timing import median  # noqa: E402
 from ssu_model.data.batching import UtteranceRecord  # noqa: E402
+from ssu_model.data.label_csv import read_scoring_csv  # noqa: E402
 from ssu_model.data.sentences import distinct_sentences  # noqa: E402
+from ssu_model.data.splits import SPLIT_ALIASES  # noqa: E402
 from ssu_model.llm.constructor import ConstructorConfig, LLMGraphConstructor, Utterance  # noqa: E402
 from ssu_model.llm.loading import PRECISIONS, SMOLLM2, count_params, load_causal_lm, load_llm_tokenizer  # noqa: E402
 from ssu_model.ssu.model import SSU, SSUConfig  # noqa: E402
@@ -94,7 +104,10 @@ def random_arch(name: str, dtype, device):
     return model.eval().requires_grad_(False), WhitespaceTokenizer(kw["vocab_size"])
 
 
-def streams(n: int, steps: int, rng) -> dict:
+def streams(n: int, steps: int, rng, text_only: bool = False) -> dict:
+    """Random A5/V20 streams of ``steps`` steps ({} when ``text_only``)."""
+    if text_only:
+        return {}
     return {m: (rng.normal(size=(n, steps, dim)).astype(np.float32), np.full(n, steps, dtype=np.int32))
             for m, dim in (("audio", 5), ("vision", 20))}
 
@@ -105,8 +118,26 @@ def synthetic_records(words: list[list[str]], streams_: dict, rng) -> list[Utter
     for i, w in enumerate(words):
         k = len(w)
         recs.append(UtteranceRecord(rng.normal(size=(k, 384)).astype(np.float32), np.array([max(j - 1, 0) for j in range(k)]),
-                                    list(rng.integers(1, 40, k)), streams_["audio"][0][i], streams_["vision"][0][i], 0.0))
+                                    list(rng.integers(1, 40, k)), stream_of(streams_, "audio", i),
+                                    stream_of(streams_, "vision", i), 0.0))
     return recs
+
+
+def stream_of(streams_: dict, m: str, i: int) -> np.ndarray | None:
+    """Utterance ``i``'s ``m`` steps, or None without that stream (``--text-only``)."""
+    return streams_[m][0][i] if m in streams_ else None
+
+
+def batch_texts(args) -> tuple[list[str], list[str], dict[str, Any]]:
+    """(ids, texts, what they are): the first ``--batch`` utterances of ``--split`` of ``--texts-csv``
+    in id order, else ``distinct_sentences``."""
+    if args.texts_csv is None:
+        return [str(i) for i in range(args.batch)], distinct_sentences(args.batch), {"source": "distinct_sentences"}
+    utts = read_scoring_csv(args.texts_csv, (args.split,))
+    if len(utts) < args.batch:
+        raise SystemExit(f"{args.texts_csv}: split {args.split!r} has {len(utts)} utterances, --batch is {args.batch}")
+    return (list(utts.ids[: args.batch]), list(utts.texts[: args.batch]),
+            {"source": args.texts_csv.name, "split": args.split, "order": "first --batch utterances in id order"})
 
 
 def parse_args() -> argparse.Namespace:
@@ -128,8 +159,12 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--graphs-repeats", type=int, default=10, help="SSU build_graphs calls per timed batch")
     ap.add_argument("--encoder-batch", type=int, default=64, help="utterances per encoder forward (text_features.batch_size)")
     ap.add_argument("--no-raw-text", action="store_true", help="graphs only: no spaCy / text encoder on this machine")
+    ap.add_argument("--texts-csv", type=Path, help="label CSV (video_id,clip_id,text,label,mode): texts of --split")
+    ap.add_argument("--split", default="test", choices=sorted(SPLIT_ALIASES), help="split of --texts-csv")
+    ap.add_argument("--text-only", action="store_true", help="no audio/vision streams: SSU and the LM read text only")
     ap.add_argument("--json", type=Path, help="write the latency records as JSON here")
     args = ap.parse_args()
+    args.split = SPLIT_ALIASES[args.split]
     if not args.llm and not args.arch:
         args.llm = [SMOLLM2]
     return args
@@ -141,7 +176,7 @@ def ssu_base_config(args) -> dict:
 
     fields = {f.name for f in dataclasses.fields(SSUConfig)}
     base = {k: v for k, v in (yaml.safe_load(args.params.read_text()).get("model") or {}).items() if k in fields}
-    base.update(text_dim=384, audio_dim=5, vision_dim=20)
+    base.update(text_dim=384, audio_dim=None if args.text_only else 5, vision_dim=None if args.text_only else 20)
     base.update({k: v for k, v in (("max_nodes", args.max_nodes), ("hidden", args.hidden)) if v is not None})
     base["num_relations"] = max(int(base.get("num_relations", 64)), 46)  # the default spaCy model: 45 labels
     return base
@@ -179,7 +214,7 @@ def ssu_side(args, ids, texts, st, base, rng) -> tuple[LatencySides, Any, list[l
 
 
 def time_llm(kind: str, what: str, args, sides: LatencySides, raw_utts, llm_utts, recs, base, rng,
-             te_params: int) -> tuple[str, dict, ConstructorConfig]:
+             te_params: int, inputs: dict) -> tuple[str, dict, ConstructorConfig]:
     """(the record's name, the latency record, the constructor config) of one LLM: ``args.repeats``
     timed batches side by side with SSU (``--no-raw-text``: graphs-only clocks)."""
     dev = args.device
@@ -194,7 +229,8 @@ def time_llm(kind: str, what: str, args, sides: LatencySides, raw_utts, llm_utts
     ssu = sides.ssu
     cfg = ConstructorConfig(max_nodes=ssu.config.max_nodes, llm_max_nodes=args.llm_max_nodes or None, prompt=args.prompt)
     con = LLMGraphConstructor(model, tok, cfg, device=dev)
-    con.fit_projections({"audio": rng.normal(size=(500, 5)), "vision": rng.normal(size=(500, 20))})
+    if not args.text_only:  # text only: no stream enters the LM, no projection
+        con.fit_projections({"audio": rng.normal(size=(500, 5)), "vision": rng.normal(size=(500, 20))})
     ssu_llm = SSU(SSUConfig(**{**base, "num_relations": ssu.config.num_relations}, graph_source="llm",
                             llm_dim=con.dim)).to(dev).eval()
     sides = dataclasses.replace(sides, constructor=con, ssu_llm=ssu_llm)
@@ -209,25 +245,36 @@ def time_llm(kind: str, what: str, args, sides: LatencySides, raw_utts, llm_utts
     if raw_utts is not None:
         record = latency_report(name, runs.ssu_raw, runs.ssu_graphs, runs.llm, batch_size=args.batch,
                                 batch_sizes=runs.batch_sizes, threads=torch.get_num_threads(), params=params,
-                                load_seconds=load_s, llm_tokens_per_stream=cfg.llm_nodes)
+                                load_seconds=load_s, llm_tokens_per_stream=0 if args.text_only else cfg.llm_nodes,
+                                inputs=inputs)
     else:
         llm_s = median([sum(r.values()) for r in runs.llm])
         g_s = median([median(g) for g in runs.ssu_graphs])
         record = {"llm_from_raw_text": {"what": LATENCY_WHAT["llm_from_raw_text"], "seconds_median": llm_s},
                   "ssu_graphs_only_cached_inputs": {"what": "SSU.build_graphs alone on random word states "
                                                     "(no parse, no encoder)", "seconds_median": g_s},
-                  "ratio_graphs_only": llm_s / g_s, "params": params, "load_seconds": load_s}
+                  "ratio_graphs_only": llm_s / g_s, "params": params, "load_seconds": load_s, "inputs": inputs}
     return name, record, cfg
 
 
-def print_report(args, reports: dict, words, ssu, cfg: ConstructorConfig) -> str:
+def describe_inputs(args, texts: dict[str, Any], words) -> dict[str, Any]:
+    """What the batch is (for the report and every JSON record)."""
+    return {**texts, "batch_size": args.batch, "words_mean": sum(len(w) for w in words) / len(words),
+            "text_only": bool(args.text_only),
+            "streams": "none (text only)" if args.text_only else f"random audio 5 / vision 20 dims, {args.steps} steps"}
+
+
+def print_report(args, reports: dict, inputs: dict, ssu, cfg: ConstructorConfig) -> str:
     """The markdown table of every record and the step medians; returns the device description."""
     dev = args.device
     raw = not args.no_raw_text
     where = torch.cuda.get_device_name(0) if dev.startswith("cuda") else f"CPU, {torch.get_num_threads()} threads"
-    words_mean = sum(len(w) for w in words) / len(words)
-    print(f"device: {where}; batch {args.batch} utterances ({words_mean:.1f} words on average), {args.steps} "
-          f"audio/vision steps, LM reads {cfg.llm_nodes} steps/stream; SSU hidden {ssu.config.hidden}, max_nodes "
+    src = (f"{inputs['source']} split {inputs['split']}, first {args.batch} in id order" if "split" in inputs
+           else f"{inputs['source']} (sample templates)")
+    modal = ("text only (no audio/vision)" if args.text_only
+             else f"{args.steps} audio/vision steps, LM reads {cfg.llm_nodes} steps/stream")
+    print(f"texts: {src}; batch {args.batch} utterances ({inputs['words_mean']:.1f} words on average); {modal}")
+    print(f"device: {where}; SSU hidden {ssu.config.hidden}, max_nodes "
           f"{ssu.config.max_nodes}; {args.repeats} timed batches (LLM: 1 call each; SSU from raw text: "
           + (f"{args.ssu_repeats} calls each, median" if raw else "not timed (--no-raw-text)")
           + f"; graphs only: {args.graphs_repeats} calls each, median); medians over the timed batches")
@@ -256,22 +303,24 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     rng = np.random.default_rng(0)
     torch.manual_seed(0)
-    texts = distinct_sentences(args.batch)
-    ids = [str(i) for i in range(args.batch)]
-    st = streams(args.batch, args.steps, rng)
+    ids, texts, source = batch_texts(args)
+    st = streams(args.batch, args.steps, rng, args.text_only)
     base = ssu_base_config(args)
     sides, raw_utts, words, recs, te_params = ssu_side(args, ids, texts, st, base, rng)
-    llm_utts = [Utterance(i, t, w, st["audio"][0][k], st["vision"][0][k])
+    inputs = describe_inputs(args, source, words)
+    llm_utts = [Utterance(i, t, w, stream_of(st, "audio", k), stream_of(st, "vision", k))
                 for k, (i, t, w) in enumerate(zip(ids, texts, words, strict=True))]
     reports = {}
     for kind, what in [("path", p) for p in args.llm] + [("arch", a) for a in args.arch]:
-        name, reports[name], cfg = time_llm(kind, what, args, sides, raw_utts, llm_utts, recs, base, rng, te_params)
+        name, reports[name], cfg = time_llm(kind, what, args, sides, raw_utts, llm_utts, recs, base, rng, te_params,
+                                            inputs)
         if args.device.startswith("cuda"):
             torch.cuda.empty_cache()
-    where = print_report(args, reports, words, sides.ssu, cfg)
+    where = print_report(args, reports, inputs, sides.ssu, cfg)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"device": where, "records": reports}, indent=2, sort_keys=True) + "\n")
+        out = {"device": where, "inputs": inputs, "records": reports}
+        args.json.write_text(json.dumps(out, indent=2, sort_keys=True) + "\n")
 
 
 if __name__ == "__main__":

@@ -3,9 +3,10 @@
 Reads the metrics JSON that `evaluate` writes (``metrics/<variant>.json`` of the sample and
 ``pipelines/<name>/metrics/<variant>.json`` of the real-data pipelines: ``mean``, ``std`` (ddof 0)
 and ``seeds``) and the latency records of `llm-graphs` (``latency_<name>.json``), and prints one
-table per pipeline plus one latency table. Standard library only; run from anywhere:
+table per real-data pipeline (the sample's too with ``--sample``: its per-variant figures are in
+reports/compare.md) plus one latency table. Run from anywhere:
 
-    python benchmarks/metrics_tables.py
+    python benchmarks/metrics_tables.py [--sample]
 """
 
 from __future__ import annotations
@@ -63,6 +64,17 @@ def variant_key(name: str) -> tuple[int, int, str]:
     if name in ORDER:
         return (0, ORDER.index(name), name)
     return (1, 0, name)
+
+
+def compared_variants(params: Path) -> set[str]:
+    """The anchor and loss ablations a pipeline's `compare` stage tabulates in reports/compare.md."""
+    import yaml
+
+    if not params.is_file():
+        return set()
+    compare = (yaml.safe_load(params.read_text()) or {}).get("compare") or {}
+    named = [compare.get("anchor_variant"), compare.get("anchor_cross_variant"), *(compare.get("loss_variants") or [])]
+    return {v for v in named if v}
 
 
 def read_metrics(folder: Path) -> list[dict]:
@@ -140,13 +152,20 @@ def latency_table(rows: list[list]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--root", type=Path, default=ROOT, help="repository root (default: this checkout)")
+    parser.add_argument("--sample", action="store_true", help="also the sample's per-variant table")
+    parser.add_argument("--ablations", action="store_true",
+                        help="also the variants a pipeline's `compare` stage tabulates (Tables 3-4)")
     args = parser.parse_args()
     out = []
     latency = []
     for name, folder in metric_folders(args.root):
-        docs = read_metrics(folder)
-        if docs:
-            out.append(f"{name}: test split, mean ± std over seeds (ddof 0), `{folder.relative_to(args.root)}/`:")
+        skip = set() if args.ablations else compared_variants(folder.parent / "params.yaml")
+        docs = [d for d in read_metrics(folder) if d["variant"] not in skip]
+        label = name
+        if skip & {path.stem for path in folder.glob("*.json")}:
+            label += f" (Table 3-4 ablations: `{folder.parent.name}/reports/compare.md`)"
+        if docs and (args.sample or folder != args.root / "metrics"):
+            out.append(f"{label}: test split, mean ± std over seeds (ddof 0), `{folder.relative_to(args.root)}/`:")
             out.append("")
             out.append(metrics_table(docs))
             out.append("")

@@ -21,8 +21,10 @@ from sklearn.feature_extraction.text import CountVectorizer
 from sklearn.linear_model import Ridge
 
 from ssu_model.data import sample as synth
+from ssu_model.data.sentences import NEG_ADJ, POS_ADJ
+from ssu_model.data.splits import SPLITS
 
-LEXICON = {a for a, _ in synth.POS_ADJ + synth.NEG_ADJ} | {
+LEXICON = {a for a, _ in POS_ADJ + NEG_ADJ} | {
     "liked", "loved", "hated", "like", "laugh", "smile", "asleep", "enjoyed", "disliked", "adored",
     "appreciated", "appreciate", "regretted", "stand", "sick", "leave", "phone", "cry", "again"}
 
@@ -76,7 +78,7 @@ def main() -> None:
                     parts.append(pooled(s, mean_only=use_streams == "mean"))
                 return np.concatenate(parts, 1)
 
-            xs = {k: feats(d[k]) for k in synth.SPLITS}
+            xs = {k: feats(d[k]) for k in SPLITS}
             fits = [Ridge(alpha=a).fit(xs["train"], d["train"]["regression_labels"])
                     for a in (0.3, 1, 3, 10, 30, 100)]
             best = min(fits, key=lambda m: np.abs(m.predict(xs["valid"]) - d["valid"]["regression_labels"]).mean())

@@ -171,7 +171,7 @@ def load_predictions(root: Path, side: Side) -> None:
 
     from ssu_model.errors import DataError
     from ssu_model.eval.metrics import METRIC_NAMES
-    from ssu_model.eval.significance import per_seed_metrics, seed_predictions
+    from ssu_model.eval.significance import per_seed_metrics, seed_grid
 
     rel = side.predictions_path
     data, why = _read(root, side, rel, dvc_output=True)
@@ -187,8 +187,7 @@ def load_predictions(root: Path, side: Side) -> None:
     if missing:
         fail(f"{where} lacks column(s) {', '.join(missing)}")
     try:
-        preds = seed_predictions(table["seed"].to_numpy(), table["id"].to_list(), table["label"].to_numpy(),
-                                 table["prediction"].to_numpy(), where=where)
+        preds = seed_grid(table.select("seed", "id", "label", "prediction"), where=where)
     except DataError as exc:
         fail(str(exc))
     # The predictions must be the ones behind the metrics (a stale workspace file would not be).

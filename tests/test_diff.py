@@ -253,6 +253,25 @@ def test_seed_predictions_rejects_an_incomplete_or_inconsistent_table():
         seed_predictions([0], ["a"], [1.0], [float("nan")])
 
 
+def test_seed_grid_reads_the_predictions_frame_as_evaluate_writes_it():
+    """diff's path: the Parquet table (int32 seeds, float32 values) straight into the grid; a null
+    prediction or id is refused like NaN."""
+    import polars as pl
+
+    from ssu_model.eval.significance import seed_grid
+
+    frame = pl.DataFrame({"seed": [1, 0, 1, 0], "id": ["b", "a", "a", "b"], "label": [2.0, 1.0, 1.0, 2.0],
+                          "prediction": [0.5, 0.1, 0.2, 0.3]},
+                         schema={"seed": pl.Int32, "id": pl.String, "label": pl.Float32, "prediction": pl.Float32})
+    grid = seed_grid(frame)
+    assert grid.seeds == (0, 1) and grid.ids == ("a", "b") and grid.labels.tolist() == [1.0, 2.0]
+    np.testing.assert_allclose(grid.predictions, [[0.1, 0.3], [0.2, 0.5]], rtol=1e-6)
+    with pytest.raises(DataError, match="NaN"):
+        seed_grid(frame.with_columns(pl.Series("prediction", [0.5, None, 0.2, 0.3], dtype=pl.Float32)))
+    with pytest.raises(DataError, match="seed or id is empty"):
+        seed_grid(frame.with_columns(pl.Series("id", ["b", None, "a", "b"])))
+
+
 def test_the_bootstrap_is_deterministic():
     y = labels(50)
     rng = np.random.default_rng(5)

@@ -63,24 +63,33 @@ class SeedPredictions:
 
 
 def seed_predictions(seed, ids, label, prediction, where: str = "predictions") -> SeedPredictions:
-    """Validate the long table (one row per (seed, id)) and return it as a seeds x utterances grid.
+    """:func:`seed_grid` of the long table given as four columns (one row per (seed, id))."""
+    seed = np.asarray(seed).astype(np.int64).reshape(-1)
+    ids = [str(i) for i in ids]
+    label = np.asarray(label, dtype=np.float64).reshape(-1)
+    prediction = np.asarray(prediction, dtype=np.float64).reshape(-1)
+    if not (seed.size == len(ids) == label.size == prediction.size):
+        raise DataError(f"{where}: columns of different lengths")
+    return seed_grid(pl.DataFrame({"seed": seed, "id": pl.Series(ids, dtype=pl.String), "label": label,
+                                   "prediction": prediction}), where)
+
+
+def seed_grid(long: pl.DataFrame, where: str = "predictions") -> SeedPredictions:
+    """Validate the long table (columns seed, id, label, prediction: one row per (seed, id), as
+    `evaluate` writes it) and return it as a seeds x utterances grid.
 
     Errors (DataError, naming ``where``): empty, non-finite values, a (seed, id) twice, a seed that
     lacks some utterance the others have, an utterance whose label differs between seeds. The grid
     is a polars pivot of the table; the checks are expressions over it.
     """
-    seed = np.asarray(seed).astype(np.int64).reshape(-1)
-    ids = np.asarray([str(i) for i in ids], dtype=object).reshape(-1)
-    label = np.asarray(label, dtype=np.float64).reshape(-1)
-    prediction = np.asarray(prediction, dtype=np.float64).reshape(-1)
-    if not (seed.size == ids.size == label.size == prediction.size):
-        raise DataError(f"{where}: columns of different lengths")
-    if seed.size == 0:
+    if long.height == 0:
         raise DataError(f"{where}: no rows")
-    if not (np.isfinite(label).all() and np.isfinite(prediction).all()):
+    if long["seed"].null_count() or long["id"].null_count():
+        raise DataError(f"{where}: a seed or id is empty")
+    long = long.select(pl.col("seed").cast(pl.Int64), pl.col("id").cast(pl.String),
+                       pl.col("label", "prediction").cast(pl.Float64).fill_null(float("nan")))
+    if not long.select(pl.all_horizontal(pl.col("label", "prediction").is_finite().all())).item():
         raise DataError(f"{where}: labels or predictions contain NaN/inf")
-    long = pl.DataFrame({"seed": seed, "id": pl.Series(ids.tolist(), dtype=pl.String), "label": label,
-                         "prediction": prediction})
     seeds = tuple(int(s) for s in long["seed"].unique().sort())
     try:  # a pivot without an aggregation refuses a (seed, id) cell with two values
         wide = long.pivot(on="seed", index="id", values=["prediction", "label"])

@@ -169,7 +169,7 @@ def _check_writable(outs: list[Path]) -> None:
     import os
 
     for p in outs:
-        folder = p.parent if str(p.parent) else Path(".")
+        folder = p.parent  # Path("x.json").parent is "."
         if not folder.is_dir():
             raise DataError(f"cannot write {p}: folder {folder} does not exist")
         if p.is_dir():

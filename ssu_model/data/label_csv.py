@@ -93,6 +93,11 @@ def _mmsa_ids() -> pl.Expr:
     return pl.concat_str(pl.col("video_id").str.strip_chars(), pl.lit(MMSA_ID_SEP), pl.col("clip_id").str.strip_chars())
 
 
+def _split_of_mode() -> pl.Expr:
+    """The split a ``mode`` value names (``dev`` = ``valid``); null for an unknown one."""
+    return pl.col("mode").str.strip_chars().replace_strict(SPLIT_ALIASES, default=None)
+
+
 def _label_checks(path: Path, where: str) -> list[tuple[pl.Expr, str]]:
     """A label that does not parse as a number, or is not finite in [-3, 3]."""
     value = pl.col("_label")
@@ -115,7 +120,7 @@ def read_label_csv(path: Path | str) -> Corpus:
         raise DataError(f"{path}: label CSV is missing column(s): {', '.join(missing)}")
     df = _with_labels(df).with_columns(
         (_mmsa_ids() if layout == "mmsa" else pl.col("id").str.strip_chars()).alias("_id"),
-        pl.col("mode").str.strip_chars().replace_strict(SPLIT_ALIASES, default=None).alias("_split"),
+        _split_of_mode().alias("_split"),
     )
     _first_bad(df, [
         ((pl.col("_id") == "") | (pl.col("_id") == MMSA_ID_SEP), f"{path}: line {{_line}} has an empty id"),
@@ -153,7 +158,7 @@ def read_scoring_csv(path: Path | str, splits: Sequence[str] = SPLITS) -> Uttera
         ids = (pl.col(LINE) - 1).cast(pl.String)
     df = df.with_columns(ids.alias("_id"))
     if has_mode:
-        df = df.with_columns(pl.col("mode").str.strip_chars().replace_strict(SPLIT_ALIASES, default=None).alias("_split"))
+        df = df.with_columns(_split_of_mode().alias("_split"))
         _first_bad(df, [(pl.col("_split").is_null(), f"{path}: unknown mode {{mode!r}} on line {{_line}} "
                                                      "(expected train, valid, dev or test)")])
         df = df.filter(pl.col("_split").is_in(list(splits)))

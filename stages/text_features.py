@@ -2,7 +2,8 @@
 
 Reads the parse output (words and the word -> sub-word map, contract B), re-encodes each
 utterance's words exactly as that map says, runs the encoder once with gradients off and
-mean-pools sub-word states per word. Output: ``data/text_features/{train,valid,test}.arrow``
+mean-pools sub-word states per word, writing them in bounded memory
+(``ssu_model.text.streamed_states``). Output: ``data/text_features/{train,valid,test}.arrow``
 (format in ``ssu_model.text.text_encoder``: id, n_words, states) plus ``meta.json``.
 
 With ``train.finetune_text: true`` the train stage bypasses this cache and runs the encoder
@@ -41,7 +42,8 @@ def main(
     import torch
 
     from ssu_model.errors import DataError
-    from ssu_model.text.text_encoder import TextEncoder, write_flat_text_states
+    from ssu_model.text.streamed_states import write_streamed_states
+    from ssu_model.text.text_encoder import TextEncoder
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -65,10 +67,10 @@ def main(
                 encoder.encode(w, s, e, where=f"{split}:{uid}")
                 for uid, w, s, e in zip(cols["id"], cols["words"], cols["sub_start"], cols["sub_end"], strict=True)
             ]
-            flat, offsets = encoder.encode_flat(encoded, batch_size=cfg.batch_size, device=device)
-            write_flat_text_states(tmp / f"{split}.arrow", cols["id"], flat, offsets, name, max_length)
-            counts[split] = len(offsets) - 1
-            log(f"text-features: {split}: {counts[split]} utterances, {flat.shape[0]} words")
+            words = write_streamed_states(encoder, encoded, cols["id"], tmp / f"{split}.arrow", name,
+                                          batch_size=cfg.batch_size, device=device)
+            counts[split] = len(encoded)
+            log(f"text-features: {split}: {counts[split]} utterances, {words} words")
         meta = {"encoder": name, "dim": encoder.dim, "max_length": max_length,
                 "pooling": "mean of sub-word states per word", "rows": counts}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")

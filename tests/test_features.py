@@ -410,3 +410,17 @@ def test_features_defaults_come_from_params(tmp_path, params_file, aligned_data)
     result = runner.invoke(app, ["features", "--params", str(params_file)])
     assert result.exit_code == 0, result.output
     assert len(FeatureSplit(Path(raw["features"]["out"]) / "test.arrow")) == SIZES[2]
+
+
+def test_real_mosei_file_through_the_reader(mosei_csv):
+    """The MOSEI label CSV as it is (mode `valid`, video_id/clip_id): the official folds, MMSA ids,
+    no video in two splits. Skips when ../shared/data does not hold the file."""
+    ds = read_label_csv(mosei_csv)
+    assert ds.layout == "mmsa"
+    assert [len(ds.splits[s]) for s in synth.SPLITS] == [16274, 1861, 4653]
+    videos = {s: {uid.split("$_$")[0] for uid in ds.splits[s].ids} for s in synth.SPLITS}
+    assert all("$_$" in uid for s in synth.SPLITS for uid in ds.splits[s].ids)
+    assert sum(len(v) for v in videos.values()) == len(set().union(*videos.values())) == 3217
+    labels = np.concatenate([ds.splits[s].labels for s in synth.SPLITS])
+    assert labels.min() >= -3 and labels.max() <= 3
+    assert all(t.strip() for s in synth.SPLITS for t in ds.splits[s].texts)

@@ -418,3 +418,16 @@ def test_torch_threads_sets_and_restores():
     assert torch.get_num_threads() == before
     with torch_threads(0):  # 0: unchanged
         assert torch.get_num_threads() == before
+
+
+def test_unwritable_out_is_refused_before_the_model_loads(ws, tmp_path, monkeypatch):
+    """With a real model folder, an unwritable --out stops the command before the folder is read."""
+    import ssu_model.train.model_folder as model_folder
+
+    def never(*args, **kwargs):
+        raise AssertionError("the model folder was loaded before --out was checked")
+
+    monkeypatch.setattr(model_folder, "load_model_folder", never)
+    out = tmp_path / "missing" / "p.parquet"
+    r = _invoke(["predict", "--model", ws / "models" / "full", "--out", out, "good movie"])
+    _error(r, "cannot write")

@@ -83,6 +83,15 @@ def test_slices_keep_the_encoder_batches(tmp_path, monkeypatch):
     assert (tmp_path / "b.arrow").read_bytes() != expected
 
 
+def test_freed_memory_is_handed_back_after_every_slice(tmp_path, monkeypatch):
+    """One trim per encoder slice (the heap would otherwise keep every batch's activations)."""
+    calls = []
+    monkeypatch.setattr(streamed_states, "_release_free_memory", lambda: calls.append(1))
+    encoder, encoded = TinyEncoder(), fake_corpus(100, seed=2)
+    write_streamed_states(encoder, encoded, [f"u{i}" for i in range(100)], tmp_path / "x.arrow", "enc", batch_size=8)
+    assert len(calls) == -(-100 // (8 * streamed_states.SLICE_BATCHES))
+
+
 def test_streamed_states_refuse_mismatched_ids(tmp_path):
     with pytest.raises(DataError, match="differ in length"):
         write_streamed_states(TinyEncoder(), fake_corpus(3), ["a"], tmp_path / "x.arrow", "enc")

@@ -6,10 +6,16 @@ order cut into the same ``batch_size`` groups, so the same floats), but a slice 
 each utterance's rows go to their place in id order in a scratch file, and the Arrow file is
 assembled from that scratch file in the 4,096-row record batches the whole-split writer cuts. The result is byte-identical to the
 whole-split writer (tests/test_streamed_states.py pins it); memory holds one slice and one chunk.
+
+After each slice the freed heap pages go back to the OS (``malloc_trim``): the encoder's
+activations grow batch by batch (length order), and glibc otherwise keeps the fragmented heap
+(MOSEI: peak 1.6 GB instead of 1.0 GB, for ~9% more time; benchmarks/results/scaling.md).
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,7 +26,7 @@ from ssu_model.errors import DataError
 from ssu_model.text.text_encoder import EncodedText, TextEncoder, write_flat_text_states
 
 CHUNK_ROWS = 4096  # rows per Arrow record batch: write_flat_text_states' max_chunksize
-SLICE_BATCHES = 32  # encoder batches per encode_flat call (one slice's states in memory)
+SLICE_BATCHES = 1  # encoder batches per encode_flat call (one slice's states in memory, then a trim)
 
 
 def length_order(encoded: Sequence[EncodedText]) -> list[int]:
@@ -66,8 +72,16 @@ def _encode_into(scratch: Path, encoder: TextEncoder, encoded: Sequence[EncodedT
             for j, i in enumerate(idx):
                 if offs[j + 1] > offs[j]:
                     os.pwrite(fd, flat[offs[j]:offs[j + 1]].tobytes(), int(offsets[i]) * row_bytes)
+            del flat
+            _release_free_memory()
     finally:
         os.close(fd)
+
+
+def _release_free_memory() -> None:
+    """Hand freed heap pages back to the OS (glibc ``malloc_trim``; a no-op elsewhere)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def _assemble(path: Path, scratch: Path, ids: Sequence[str], offsets: np.ndarray, dim: int,

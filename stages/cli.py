@@ -5,7 +5,20 @@ from __future__ import annotations
 
 import typer
 
-from stages import compare, diff, evaluate, explain, features, llm_graphs, parse, predict, sample, text_features, train
+from stages import (
+    compare,
+    diff,
+    evaluate,
+    explain,
+    features,
+    llm_graphs,
+    parse,
+    predict,
+    ridge,
+    sample,
+    text_features,
+    train,
+)
 
 app = typer.Typer(
     help="SSU pipeline: multimodal sentiment analysis with the Structural-Semantic Unifier.",
@@ -23,6 +36,7 @@ COMMANDS = [
     ("train", train, "Model"),
     ("llm-graphs", llm_graphs, "Model"),
     ("evaluate", evaluate, "Evaluation"),
+    ("ridge", ridge, "Evaluation"),
     ("compare", compare, "Evaluation"),
     ("diff", diff, "Evaluation"),
     ("explain", explain, "Evaluation"),

@@ -1,0 +1,72 @@
+"""Ridge regression on sentence embeddings: the reference a structured model has to beat.
+
+``fit_ridge`` solves the penalised least squares in closed form (float64, intercept not
+penalised, as scikit-learn's ``Ridge(fit_intercept=True)``): centre X and y on the training rows,
+solve ``(Xc'Xc + alpha I) w = Xc'yc``, intercept ``mean(y) - mean(X) w``. ``select_alpha`` fits one
+model per alpha on train and keeps the alpha with the best validation score (MAE by default,
+lower is better; ties go to the larger alpha, the simpler model). Deterministic: no random draws.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from ssu_model.errors import DataError
+from ssu_model.eval.metrics import LOWER_IS_BETTER, regression_metrics
+
+
+@dataclass(frozen=True)
+class RidgeModel:
+    """``predict(X) = X @ weights + intercept``."""
+
+    weights: np.ndarray  # (dim,) float64
+    intercept: float
+    alpha: float
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(x, dtype=np.float64) @ self.weights + self.intercept
+
+
+def _check(x: np.ndarray, y: np.ndarray, where: str) -> tuple[np.ndarray, np.ndarray]:
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64).reshape(-1)
+    if x.ndim != 2 or x.shape[0] != y.shape[0] or x.shape[0] == 0:
+        raise DataError(f"ridge: {where} needs (n, dim) inputs and n labels, got {x.shape} and {y.shape}")
+    if not (np.isfinite(x).all() and np.isfinite(y).all()):
+        raise DataError(f"ridge: {where} inputs hold NaN or inf")
+    return x, y
+
+
+def fit_ridge(x: np.ndarray, y: np.ndarray, alpha: float) -> RidgeModel:
+    """The ridge solution for one ``alpha`` (> 0) on rows ``x`` with targets ``y``."""
+    if not alpha > 0:
+        raise DataError(f"ridge: alpha must be > 0, got {alpha}")
+    x, y = _check(x, y, "train")
+    x_mean, y_mean = x.mean(0), y.mean()
+    xc = x - x_mean
+    gram = xc.T @ xc + alpha * np.eye(x.shape[1])
+    weights = np.linalg.solve(gram, xc.T @ (y - y_mean))
+    return RidgeModel(weights=weights, intercept=float(y_mean - x_mean @ weights), alpha=float(alpha))
+
+
+def select_alpha(x_train, y_train, x_valid, y_valid, alphas: Sequence[float],
+                 metric: str = "MAE") -> tuple[RidgeModel, list[dict[str, float]]]:
+    """(the model whose alpha scores best on validation, one row per alpha: alpha + its metrics)."""
+    if not alphas:
+        raise DataError("ridge: no alphas to choose from")
+    x_valid, y_valid = _check(x_valid, y_valid, "valid")
+    lower = metric in LOWER_IS_BETTER
+    rows, best, best_score = [], None, None
+    for alpha in sorted(float(a) for a in alphas):
+        model = fit_ridge(x_train, y_train, alpha)
+        scores = regression_metrics(model.predict(x_valid), y_valid)
+        if metric not in scores:
+            raise DataError(f"ridge: unknown selection metric {metric!r} (one of {', '.join(scores)})")
+        rows.append({"alpha": alpha, **scores})
+        score = scores[metric]
+        if best is None or (score <= best_score if lower else score >= best_score):
+            best, best_score = model, score
+    return best, rows

@@ -93,7 +93,8 @@ def _png_plots(out: Path, conf, y, preds_by_seed, history) -> None:
 def main(
     variant: str = typer.Option(..., "--variant", help="variant name (models/<variant>)"),
     params: Path = typer.Option(Path("params.yaml"), "--params", help="params file"),
-    models: Path | None = typer.Option(None, "--models", help="model dir (default models/<variant>)"),
+    models: list[Path] | None = typer.Option(None, "--models",
+                                             help="model dir (default models/<variant>); repeat for seed groups"),
     features: Path | None = FEATURES_OPTION,
     parse_dir: Path | None = PARSE_OPTION,
     text_features: Path | None = TEXT_FEATURES_OPTION,
@@ -106,7 +107,7 @@ def main(
     raw = load_params(params)
     base = load_section(raw, "base", BaseParams)
     cfg = load_section(raw, "evaluate", EvaluateParams)
-    models = models or Path("models") / variant
+    models = models or [Path("models") / variant]
     features, parse_dir, text_features = input_dirs(features, parse_dir, text_features)
     out = out or Path("metrics") / f"{variant}.json"
     predictions = predictions or Path("reports/predictions") / f"{variant}.parquet"
@@ -119,18 +120,18 @@ def main(
 
     from ssu_model.errors import DataError
     from ssu_model.eval.metrics import metrics_report
-    from ssu_model.train.checkpoints import load_checkpoint, seed_checkpoints
+    from ssu_model.train.checkpoints import load_checkpoint
     from stages.common import deterministic_torch, resolve_device
     from stages.inputs import encoder_path
     from stages.modelling import load_inputs
 
     deterministic_torch()
     device = resolve_device(base.device)
-    ckpts = seed_checkpoints(models)
+    ckpts = _checkpoints(models)
     wanted = set(base.seeds)
     have = {s for s, _ in ckpts}
     if wanted - have:
-        raise DataError(f"{models} lacks checkpoints for seeds {sorted(wanted - have)} (re-run train)")
+        raise DataError(f"{', '.join(map(str, models))} lacks checkpoints for seeds {sorted(wanted - have)} (re-run train)")
     ckpts = [(s, p) for s, p in ckpts if s in wanted]
     first = load_checkpoint(ckpts[0][1])
     meta = first["meta"]
@@ -165,8 +166,8 @@ def main(
 
     order = np.argsort(np.array(ids, dtype=object), kind="stable")
     table = _predictions_table(seeds, ids, y, preds_by_seed, order)
-    history_path = models / "history.json"
-    history = json.loads(history_path.read_text()) if history_path.is_file() else {}
+    history = {seed: rows for m in models if (m / "history.json").is_file()
+               for seed, rows in json.loads((m / "history.json").read_text()).items()}
     _write_plots(plots, seeds, ids, y, preds_by_seed, order, history, cfg.png)
     predictions.parent.mkdir(parents=True, exist_ok=True)
     with atomic_file(predictions) as tmp:
@@ -174,6 +175,18 @@ def main(
     with atomic_file(out) as tmp:
         tmp.write_text(json.dumps(report, indent=2, sort_keys=True, allow_nan=False) + "\n")
     log(f"evaluate[{variant}]: wrote {out}, {predictions}, {plots}")
+
+
+def _checkpoints(models: list[Path]) -> list[tuple[int, Path]]:
+    """(seed, path) of every checkpoint in the model folders, by seed; a seed in two is an error."""
+    from ssu_model.errors import DataError
+    from ssu_model.train.checkpoints import seed_checkpoints
+
+    found = sorted(c for m in models for c in seed_checkpoints(m))
+    seeds = [s for s, _ in found]
+    if len(set(seeds)) != len(seeds):
+        raise DataError(f"a seed has a checkpoint in two model folders: {sorted(s for s in set(seeds) if seeds.count(s) > 1)}")
+    return found
 
 
 def _score_seeds(variant: str, ckpts, first: dict, test, y, encoder, batch_size: int, device: str):

@@ -63,6 +63,7 @@ class TrainParams:
     select_metric: str  # "loss" (validation total loss) or an MMSA metric (MAE lower-better, others higher)
     grad_clip: float  # max global gradient norm; 0 = off
     finetune_text: bool  # true: train the text encoder too (bypasses data/text_features)
+    length_buckets: int  # 0: batches drawn at random; k > 0: batches of similar length (runs of k batches)
     modalities: tuple[str, ...]  # modalities the model reads: text plus any of audio, vision
     threads: int  # torch CPU threads; 0 = torch's default
 
@@ -88,7 +89,7 @@ class TrainParams:
             lr=self.lr, encoder_lr=self.encoder_lr, weight_decay=self.weight_decay,
             batch_size=self.batch_size, eval_batch_size=self.eval_batch_size, epochs=self.epochs,
             patience=self.patience, select_metric=self.select_metric, grad_clip=self.grad_clip,
-            finetune_text=self.finetune_text,
+            finetune_text=self.finetune_text, length_buckets=self.length_buckets,
         )
 
 
@@ -140,6 +141,8 @@ def main(
     llm_states: Path | None = typer.Option(None, "--llm-states", help="LLM states dir: graph_source=llm"),
     out: Path | None = typer.Option(None, "--out", help="model dir (default models/<variant>)"),
     live: Path | None = typer.Option(None, "--live", help="dvclive dir (default dvclive/<variant>)"),
+    seeds: str | None = typer.Option(None, "--seeds",
+                                     help="comma-separated subset of base.seeds to train (one stage per seed group)"),
     backend: str = typer.Option("auto", "--backend",
                                 help="under torchrun: torch.distributed backend, auto (nccl on CUDA, gloo on CPU), gloo or nccl"),
     dist_timeout: float = typer.Option(600.0, "--dist-timeout",
@@ -154,7 +157,7 @@ def main(
     from ssu_model.train.distributed import BACKENDS, rendezvous_from_env, resolve_backend
 
     raw = load_params(params)
-    base = load_section(raw, "base", BaseParams)
+    base = _seed_group(load_section(raw, "base", BaseParams), seeds)
     from stages.params import TextFeaturesParams
 
     tf = load_section(raw, "text_features", TextFeaturesParams)
@@ -187,6 +190,19 @@ def main(
         run(device=device, dist=None)
     else:
         _distributed(rendezvous, device, backend, dist_timeout, run)
+
+
+def _seed_group(base: BaseParams, seeds: str | None) -> BaseParams:
+    """``base`` with only the ``--seeds`` listed (all of ``base.seeds`` without the option)."""
+    if seeds is None:
+        return base
+    try:
+        chosen = tuple(int(s) for s in seeds.split(","))
+    except ValueError:
+        raise typer.BadParameter(f"--seeds must be comma-separated integers, got {seeds!r}") from None
+    if not chosen or len(set(chosen)) != len(chosen) or set(chosen) - set(base.seeds):
+        raise typer.BadParameter(f"--seeds {seeds} must be distinct seeds of base.seeds {list(base.seeds)}")
+    return dataclasses.replace(base, seeds=chosen)
 
 
 def _collective_failure(exc: BaseException) -> bool:

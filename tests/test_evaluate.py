@@ -130,3 +130,39 @@ def test_checkpoint_refuses_pickled_objects(tmp_path):
     torch.save({"format": 1, "evil": object()}, tmp_path / "x.pt")
     with pytest.raises(DataError, match="not a loadable checkpoint"):
         load_checkpoint(tmp_path / "x.pt")
+
+
+def test_seed_groups_trained_apart_evaluate_as_one_variant(trained, tmp_path):
+    """`train --seeds` writes one folder per seed group (one DVC stage each); `evaluate` with one
+    --models per folder gives the very report, predictions and curves of the one-stage run."""
+    ws = trained
+    assert runner.invoke(app, eval_args(ws)).exit_code == 0
+    groups = []
+    for seeds in ("1", "0"):
+        out = tmp_path / f"group_{seeds}"
+        args = train_args(ws)
+        args[args.index("--out") + 1] = str(out)
+        r = runner.invoke(app, [*args, "--seeds", seeds])
+        assert r.exit_code == 0, r.output
+        assert sorted(p.name for p in out.glob("seed_*.pt")) == [f"seed_{seeds}.pt"]
+        groups += ["--models", str(out)]
+    args = eval_args(ws)
+    i = args.index("--models")
+    args[i:i + 2] = groups
+    args[args.index("--out") + 1] = str(tmp_path / "m.json")
+    args[args.index("--predictions") + 1] = str(tmp_path / "p.parquet")
+    args[args.index("--plots") + 1] = str(tmp_path / "plots")
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "m.json").read_text() == (ws / "metrics" / "full.json").read_text()
+    assert pq.read_table(tmp_path / "p.parquet").equals(pq.read_table(ws / "reports" / "full.parquet"))
+    assert (tmp_path / "plots" / "curves.json").read_text() == (ws / "plots" / "full" / "curves.json").read_text()
+    args[i:i + 2] = ["--models", groups[1], "--models", groups[1]]  # seed 1 twice
+    r = runner.invoke(app, args)
+    assert r.exit_code == 1 and "two model folders: [1]" in r.output
+
+
+@pytest.mark.parametrize("seeds", ["0,7", "0,0", "x"])
+def test_train_refuses_seeds_outside_base_seeds(trained, seeds):
+    r = runner.invoke(app, [*train_args(trained), "--seeds", seeds])
+    assert r.exit_code == 2 and "--seeds" in r.output

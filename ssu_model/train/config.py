@@ -29,6 +29,8 @@ class TrainConfig:
         select_metric: ``"loss"`` (validation total loss) or an MMSA metric name (``SELECT_CHOICES``).
         grad_clip: max global gradient norm; 0 = no clipping.
         finetune_text: train the text encoder too (cached word states are bypassed).
+        length_buckets: 0 = training batches drawn at random; k > 0 = batches of similar length,
+            sorted within runs of k batches (``ssu_model.train.length_batches``; single process only).
     """
 
     lr: float = 3e-3
@@ -41,6 +43,7 @@ class TrainConfig:
     select_metric: str = "MAE"
     grad_clip: float = 1.0
     finetune_text: bool = False
+    length_buckets: int = 0
 
     def __post_init__(self) -> None:
         if not (self.lr > 0 and math.isfinite(self.lr)):
@@ -54,6 +57,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.select_metric not in SELECT_CHOICES:
             raise ValueError(f"select_metric must be one of {', '.join(SELECT_CHOICES)}, got {self.select_metric!r}")
+        if self.length_buckets < 0:
+            raise ValueError(f"length_buckets must be >= 0, got {self.length_buckets}")
         if self.grad_clip < 0:
             raise ValueError(f"grad_clip must be >= 0, got {self.grad_clip}")
 

@@ -26,6 +26,7 @@ from ssu_model.errors import DataError
 from ssu_model.eval.metrics import LOWER_IS_BETTER, regression_metrics
 from ssu_model.text.text_encoder import collate_encoded
 from ssu_model.train.config import TrainConfig
+from ssu_model.train.length_batches import length_batches, record_length
 
 
 def seed_everything(seed: int) -> None:
@@ -57,6 +58,14 @@ def _loader(examples, batch_size, shuffle, seed, pad_id):
         examples, batch_size=batch_size, shuffle=shuffle, generator=gen if shuffle else None,
         collate_fn=_Collate(pad_id), num_workers=0, drop_last=False,
     )
+
+
+def _train_loader(train, cfg: TrainConfig, seed: int, pad_id):
+    """One epoch's training batches: drawn at random, or by length (``cfg.length_buckets``)."""
+    if not cfg.length_buckets:
+        return _loader(train, cfg.batch_size, True, seed, pad_id)
+    batches = length_batches([record_length(r) for r in train], cfg.batch_size, cfg.length_buckets, seed)
+    return torch.utils.data.DataLoader(train, batch_sampler=batches, collate_fn=_Collate(pad_id), num_workers=0)
 
 
 def _forward(model, batch, enc, device, encoder):
@@ -165,6 +174,8 @@ def _check_fit_inputs(train, valid, cfg: TrainConfig, dist) -> None:
         raise DataError("validation split is empty")
     if dist is not None and cfg.batch_size % dist.world_size:
         raise DataError(f"batch_size {cfg.batch_size} is not divisible by the world size {dist.world_size}")
+    if dist is not None and cfg.length_buckets:
+        raise DataError("length_buckets works in one process only (data-parallel runs draw at random)")
 
 
 def _optimizer(model, encoder, cfg: TrainConfig, device) -> tuple[torch.optim.AdamW, list]:
@@ -280,7 +291,7 @@ def fit(
         if shards is not None:
             batches = shards.epoch(epoch)
         else:
-            batches = _loader(train, cfg.batch_size, True, seed * 100003 + epoch, pad_id)
+            batches = _train_loader(train, cfg, seed * 100003 + epoch, pad_id)
         sums, count = _train_epoch(model, encoder, batches, opt, all_params, cfg, epoch, device,
                                    shards.step if shards is not None else None)
         if dist is not None:  # example-weighted means over every rank's examples

@@ -64,6 +64,7 @@ class TrainParams:
     grad_clip: float  # max global gradient norm; 0 = off
     finetune_text: bool  # true: train the text encoder too (bypasses data/text_features)
     length_buckets: int  # 0: batches drawn at random; k > 0: batches of similar length (runs of k batches)
+    max_batch_tokens: int  # with length_buckets: cap on utterances x longest length per batch (0 = none)
     modalities: tuple[str, ...]  # modalities the model reads: text plus any of audio, vision
     threads: int  # torch CPU threads; 0 = torch's default
 
@@ -90,6 +91,7 @@ class TrainParams:
             batch_size=self.batch_size, eval_batch_size=self.eval_batch_size, epochs=self.epochs,
             patience=self.patience, select_metric=self.select_metric, grad_clip=self.grad_clip,
             finetune_text=self.finetune_text, length_buckets=self.length_buckets,
+            max_batch_tokens=self.max_batch_tokens,
         )
 
 

@@ -29,6 +29,20 @@ def test_length_batches_cover_every_index_once_with_little_padding():
         length_batches(lengths, 32, 0, seed=0)
 
 
+def test_max_tokens_caps_the_padded_size_of_each_batch():
+    rng = np.random.default_rng(1)
+    lengths = rng.integers(3, 129, size=500).tolist() + [300]  # one longer than the cap: alone
+    capped = length_batches(lengths, 32, 10, seed=2, max_tokens=1024)
+    assert sorted(i for b in capped for i in b) == list(range(501))
+    assert all(len(b) <= 32 for b in capped)
+    assert all(len(b) * max(lengths[i] for i in b) <= 1024 for b in capped if len(b) > 1)
+    assert [500] in capped
+    assert max(len(b) for b in capped) == 32  # short texts still fill whole batches
+    uncapped = length_batches(lengths, 32, 10, seed=2)
+    assert max(len(b) * max(lengths[i] for i in b) for b in uncapped) > 1024
+    assert length_batches(lengths, 32, 10, seed=2, max_tokens=0) == uncapped
+
+
 def test_the_train_stage_draws_length_batches_when_asked(tmp_path, monkeypatch):
     """train.length_buckets > 0: every epoch's batches come from length_batches, seeded by seed and
     epoch, and the model differs from the one trained on batches drawn at random."""
@@ -43,19 +57,19 @@ def test_the_train_stage_draws_length_batches_when_asked(tmp_path, monkeypatch):
     calls = []
     real = loop.length_batches
 
-    def spy(lengths, batch_size, buckets, seed):
-        calls.append((len(lengths), batch_size, buckets, seed))
-        return real(lengths, batch_size, buckets, seed)
+    def spy(lengths, batch_size, buckets, seed, max_tokens):
+        calls.append((len(lengths), batch_size, buckets, seed, max_tokens))
+        return real(lengths, batch_size, buckets, seed, max_tokens)
 
     monkeypatch.setattr(loop, "length_batches", spy)
     runner = CliRunner()
     r = runner.invoke(app, train_args(ws))
     assert r.exit_code == 0 and calls == [], r.output
     random_state = torch.load(ws / "models" / "full" / "seed_3.pt", weights_only=True)["state"]
-    _edit(ws, lambda p: p["train"].update(length_buckets=2))
+    _edit(ws, lambda p: p["train"].update(length_buckets=2, max_batch_tokens=40))
     r = runner.invoke(app, train_args(ws))
     assert r.exit_code == 0, r.output
     epochs = len(calls)
-    assert epochs >= 1 and calls == [(24, 8, 2, 3 * 100003 + e) for e in range(1, epochs + 1)]
+    assert epochs >= 1 and calls == [(24, 8, 2, 3 * 100003 + e, 40) for e in range(1, epochs + 1)]
     bucketed = torch.load(ws / "models" / "full" / "seed_3.pt", weights_only=True)["state"]
     assert any(not torch.equal(random_state[k], bucketed[k]) for k in random_state)

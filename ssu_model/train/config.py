@@ -31,6 +31,8 @@ class TrainConfig:
         finetune_text: train the text encoder too (cached word states are bypassed).
         length_buckets: 0 = training batches drawn at random; k > 0 = batches of similar length,
             sorted within runs of k batches (``ssu_model.train.length_batches``; single process only).
+        max_batch_tokens: with length_buckets, the most utterances x longest length in a batch
+            (0 = no cap): bounds a fine-tuned encoder's memory on long texts.
     """
 
     lr: float = 3e-3
@@ -44,6 +46,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     finetune_text: bool = False
     length_buckets: int = 0
+    max_batch_tokens: int = 0
 
     def __post_init__(self) -> None:
         if not (self.lr > 0 and math.isfinite(self.lr)):
@@ -57,8 +60,11 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.select_metric not in SELECT_CHOICES:
             raise ValueError(f"select_metric must be one of {', '.join(SELECT_CHOICES)}, got {self.select_metric!r}")
-        if self.length_buckets < 0:
-            raise ValueError(f"length_buckets must be >= 0, got {self.length_buckets}")
+        if self.length_buckets < 0 or self.max_batch_tokens < 0:
+            raise ValueError(f"length_buckets and max_batch_tokens must be >= 0, got {self.length_buckets} "
+                             f"and {self.max_batch_tokens}")
+        if self.max_batch_tokens and not self.length_buckets:
+            raise ValueError("max_batch_tokens needs length_buckets > 0 (batches drawn at random have no cap)")
         if self.grad_clip < 0:
             raise ValueError(f"grad_clip must be >= 0, got {self.grad_clip}")
 

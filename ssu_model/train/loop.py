@@ -64,7 +64,8 @@ def _train_loader(train, cfg: TrainConfig, seed: int, pad_id):
     """One epoch's training batches: drawn at random, or by length (``cfg.length_buckets``)."""
     if not cfg.length_buckets:
         return _loader(train, cfg.batch_size, True, seed, pad_id)
-    batches = length_batches([record_length(r) for r in train], cfg.batch_size, cfg.length_buckets, seed)
+    batches = length_batches([record_length(r) for r in train], cfg.batch_size, cfg.length_buckets, seed,
+                             cfg.max_batch_tokens)
     return torch.utils.data.DataLoader(train, batch_sampler=batches, collate_fn=_Collate(pad_id), num_workers=0)
 
 

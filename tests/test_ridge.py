@@ -48,6 +48,9 @@ def test_select_alpha_keeps_the_best_validation_score():
     assert [r["alpha"] for r in rows] == sorted(alphas)
     assert model.alpha == min(maes, key=maes.get)
     assert model.alpha not in (1e-3, 1e6)  # neither extreme wins on this data
+    refit = fit_ridge(x, y, model.alpha)  # the shared normal equations give the one-alpha solution exactly
+    np.testing.assert_array_equal(model.weights, refit.weights)
+    assert model.intercept == refit.intercept
     corr_model, _ = select_alpha(x, y, xv, yv, alphas, metric="Corr")  # higher is better
     assert corr_model.alpha == max({r["alpha"]: r["Corr"] for r in rows}.items(), key=lambda kv: kv[1])[0]
 

@@ -2,9 +2,9 @@
 
 ``fit_ridge`` solves the penalised least squares in closed form (float64, intercept not
 penalised, as scikit-learn's ``Ridge(fit_intercept=True)``): centre X and y on the training rows,
-solve ``(Xc'Xc + alpha I) w = Xc'yc``, intercept ``mean(y) - mean(X) w``. ``select_alpha`` fits one
-model per alpha on train and keeps the alpha with the best validation score (MAE by default,
-lower is better; ties go to the larger alpha, the simpler model). Deterministic: no random draws.
+solve ``(Xc'Xc + alpha I) w = Xc'yc``, intercept ``mean(y) - mean(X) w``. ``select_alpha`` forms
+``Xc'Xc`` and ``Xc'yc`` once, solves one model per alpha and keeps the alpha with the best validation
+score (MAE by default, lower is better; ties go to the larger alpha, the simpler model). Deterministic: no random draws.
 """
 
 from __future__ import annotations
@@ -40,16 +40,32 @@ def _check(x: np.ndarray, y: np.ndarray, where: str) -> tuple[np.ndarray, np.nda
     return x, y
 
 
-def fit_ridge(x: np.ndarray, y: np.ndarray, alpha: float) -> RidgeModel:
-    """The ridge solution for one ``alpha`` (> 0) on rows ``x`` with targets ``y``."""
-    if not alpha > 0:
-        raise DataError(f"ridge: alpha must be > 0, got {alpha}")
+@dataclass(frozen=True)
+class _NormalEquations:
+    """The centred training statistics every alpha shares: solve ``(xtx + alpha I) w = xty``."""
+
+    x_mean: np.ndarray
+    y_mean: float
+    xtx: np.ndarray
+    xty: np.ndarray
+
+    def solve(self, alpha: float) -> RidgeModel:
+        if not alpha > 0:
+            raise DataError(f"ridge: alpha must be > 0, got {alpha}")
+        weights = np.linalg.solve(self.xtx + alpha * np.eye(self.xtx.shape[0]), self.xty)
+        return RidgeModel(weights=weights, intercept=float(self.y_mean - self.x_mean @ weights), alpha=float(alpha))
+
+
+def _normal_equations(x: np.ndarray, y: np.ndarray) -> _NormalEquations:
     x, y = _check(x, y, "train")
     x_mean, y_mean = x.mean(0), y.mean()
     xc = x - x_mean
-    gram = xc.T @ xc + alpha * np.eye(x.shape[1])
-    weights = np.linalg.solve(gram, xc.T @ (y - y_mean))
-    return RidgeModel(weights=weights, intercept=float(y_mean - x_mean @ weights), alpha=float(alpha))
+    return _NormalEquations(x_mean=x_mean, y_mean=y_mean, xtx=xc.T @ xc, xty=xc.T @ (y - y_mean))
+
+
+def fit_ridge(x: np.ndarray, y: np.ndarray, alpha: float) -> RidgeModel:
+    """The ridge solution for one ``alpha`` (> 0) on rows ``x`` with targets ``y``."""
+    return _normal_equations(x, y).solve(alpha)
 
 
 def select_alpha(x_train, y_train, x_valid, y_valid, alphas: Sequence[float],
@@ -58,10 +74,11 @@ def select_alpha(x_train, y_train, x_valid, y_valid, alphas: Sequence[float],
     if not alphas:
         raise DataError("ridge: no alphas to choose from")
     x_valid, y_valid = _check(x_valid, y_valid, "valid")
+    equations = _normal_equations(x_train, y_train)  # once: only the diagonal changes with alpha
     lower = metric in LOWER_IS_BETTER
     rows, best, best_score = [], None, None
     for alpha in sorted(float(a) for a in alphas):
-        model = fit_ridge(x_train, y_train, alpha)
+        model = equations.solve(alpha)
         scores = regression_metrics(model.predict(x_valid), y_valid)
         if metric not in scores:
             raise DataError(f"ridge: unknown selection metric {metric!r} (one of {', '.join(scores)})")

@@ -24,12 +24,12 @@ def mean_pooled_embeddings(model, tokenizer, texts: Sequence[str], max_length: i
     model.eval()
     hidden = int(model.config.hidden_size)
     out = np.zeros((len(texts), hidden), dtype=np.float32)
-    lengths = [len(ids) for ids in tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]]
-    order = sorted(range(len(texts)), key=lambda i: lengths[i])
+    encoded = tokenizer(list(texts), truncation=True, max_length=max_length)  # once; batches only pad
+    order = sorted(range(len(texts)), key=lambda i: len(encoded["input_ids"][i]))
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
-        batch = tokenizer([texts[i] for i in idx], truncation=True, max_length=max_length,
-                          padding=True, return_tensors="pt")
+        batch = tokenizer.pad({key: [encoded[key][i] for i in idx] for key in ("input_ids", "attention_mask")},
+                              padding=True, return_tensors="pt")
         states = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
         mask = batch["attention_mask"].unsqueeze(-1).to(states.dtype)
         pooled = (states * mask).sum(1) / mask.sum(1).clamp(min=1.0)

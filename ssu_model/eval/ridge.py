@@ -4,7 +4,8 @@
 penalised, as scikit-learn's ``Ridge(fit_intercept=True)``): centre X and y on the training rows,
 solve ``(Xc'Xc + alpha I) w = Xc'yc``, intercept ``mean(y) - mean(X) w``. ``select_alpha`` forms
 ``Xc'Xc`` and ``Xc'yc`` once, solves one model per alpha and keeps the alpha with the best validation
-score (MAE by default, lower is better; ties go to the larger alpha, the simpler model). Deterministic: no random draws.
+score (MAE by default, lower is better; ties go to the larger alpha, the simpler model).
+Deterministic: no random draws.
 """
 
 from __future__ import annotations
@@ -30,6 +31,12 @@ class RidgeModel:
         return np.asarray(x, dtype=np.float64) @ self.weights + self.intercept
 
 
+def _check_alpha(alpha: float) -> float:
+    if not alpha > 0:
+        raise DataError(f"ridge: alpha must be > 0, got {alpha}")
+    return float(alpha)
+
+
 def _check(x: np.ndarray, y: np.ndarray, where: str) -> tuple[np.ndarray, np.ndarray]:
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64).reshape(-1)
@@ -50,8 +57,7 @@ class _NormalEquations:
     xty: np.ndarray
 
     def solve(self, alpha: float) -> RidgeModel:
-        if not alpha > 0:
-            raise DataError(f"ridge: alpha must be > 0, got {alpha}")
+        alpha = _check_alpha(alpha)
         weights = np.linalg.solve(self.xtx + alpha * np.eye(self.xtx.shape[0]), self.xty)
         return RidgeModel(weights=weights, intercept=float(self.y_mean - self.x_mean @ weights), alpha=float(alpha))
 
@@ -65,6 +71,7 @@ def _normal_equations(x: np.ndarray, y: np.ndarray) -> _NormalEquations:
 
 def fit_ridge(x: np.ndarray, y: np.ndarray, alpha: float) -> RidgeModel:
     """The ridge solution for one ``alpha`` (> 0) on rows ``x`` with targets ``y``."""
+    alpha = _check_alpha(alpha)  # first: before the O(n d^2) product of a fit it would refuse
     return _normal_equations(x, y).solve(alpha)
 
 
@@ -73,11 +80,12 @@ def select_alpha(x_train, y_train, x_valid, y_valid, alphas: Sequence[float],
     """(the model whose alpha scores best on validation, one row per alpha: alpha + its metrics)."""
     if not alphas:
         raise DataError("ridge: no alphas to choose from")
+    alphas = sorted(_check_alpha(a) for a in alphas)
     x_valid, y_valid = _check(x_valid, y_valid, "valid")
     equations = _normal_equations(x_train, y_train)  # once: only the diagonal changes with alpha
     lower = metric in LOWER_IS_BETTER
     rows, best, best_score = [], None, None
-    for alpha in sorted(float(a) for a in alphas):
+    for alpha in alphas:
         model = equations.solve(alpha)
         scores = regression_metrics(model.predict(x_valid), y_valid)
         if metric not in scores:

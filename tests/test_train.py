@@ -275,6 +275,24 @@ def test_text_states_roundtrip(tmp_path):
         write_text_states(tmp_path / "y.arrow", ["a"], [np.ones((2, 3), np.float32)], 4, "enc", 64)
 
 
+def test_text_states_are_read_from_the_mapped_file_not_copied(tmp_path):
+    """Several record batches (4,096 rows each): every row a view of the file, none in Arrow's heap."""
+    import pyarrow as pa
+
+    from ssu_model.text.text_encoder import read_text_states, write_text_states
+
+    rng = np.random.default_rng(0)
+    arrays = [rng.normal(size=(int(n), 32)).astype(np.float32) for n in rng.integers(0, 6, 9000)]
+    ids = [f"u{i}" for i in range(len(arrays))]
+    write_text_states(tmp_path / "x.arrow", ids, arrays, 32, "enc", 64)
+    before = pa.total_allocated_bytes()
+    back, _ = read_text_states(tmp_path / "x.arrow")
+    assert pa.total_allocated_bytes() - before < sum(a.nbytes for a in arrays) // 10
+    assert list(back) == ids
+    assert all(np.array_equal(back[k], a) for k, a in zip(ids, arrays))
+    assert not back["u8999"].flags.writeable  # a view of the read-only map
+
+
 def test_flat_text_states_writer_matches_the_list_writer(tmp_path):
     """text-features writes from one buffer (write_flat_text_states): the same bytes as from a list."""
     from ssu_model.errors import DataError

@@ -1,9 +1,10 @@
 """Raw text -> SSU model records for a frozen text encoder: the steps `predict` runs, and the
 steps the `llm-graphs` stage puts on SSU's latency clock ("as a user pays it": no parse cache).
 
-1. :func:`parse_texts`: ``parse_table.parse_corpus`` (the `parse` stage's call) without a cache:
+1. :func:`parse_texts`: ``parse_table.parse_corpus`` (the `parse` stage's call) without a cache
+   and without POS (no model reads it; the words, heads and relations are the same):
    spaCy dependency parse + word to sub-word map;
-2. :func:`frozen_examples`: ``TextEncoder.encode`` + ``encode_corpus`` (the `text-features`
+2. :func:`frozen_examples`: ``TextEncoder.encode_many`` + ``encode_corpus`` (the `text-features`
    stage's calls: sub-word states mean-pooled per word), then ``records.build_records`` (what
    `train` and `evaluate` build their inputs with);
 3. :func:`raw_text_examples`: 1 then 2, timed per step.
@@ -16,6 +17,7 @@ batches) does not make DVC re-run the LLM constructor.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import time
 from collections.abc import Sequence
@@ -31,10 +33,11 @@ from ssu_model.text.parse_table import parse_corpus
 
 
 def parse_texts(texts: Sequence[str], ids: Sequence[str], config) -> tuple[Any, list[str]]:
-    """``syntax.parse_corpus`` without a cache (new text is never cached): spaCy dependency parse +
-    word to sub-word map of ``texts`` with ``config`` (a ``syntax.ParseConfig``). Returns (the
-    `parse` stage's table: contract B columns + id, the relation labels of the spaCy model)."""
-    table, _stats, metadata = parse_corpus(list(texts), config, None, None)
+    """``syntax.parse_corpus`` without a cache (new text is never cached) and without POS: spaCy
+    dependency parse + word to sub-word map of ``texts`` with ``config`` (a ``syntax.ParseConfig``).
+    Returns (the `parse` stage's table: contract B columns, pos null, + id; the relation labels of
+    the spaCy model)."""
+    table, _stats, metadata = parse_corpus(list(texts), dataclasses.replace(config, pos=False), None, None)
     labels = json.loads(metadata["ssu.dep_labels"])
     return table.add_column(0, "id", pa.array(list(ids), pa.string())), labels
 
@@ -42,14 +45,15 @@ def parse_texts(texts: Sequence[str], ids: Sequence[str], config) -> tuple[Any, 
 def frozen_examples(utts: Utterances, table, encoder, dep_labels: Sequence[str], text_dim: int,
                     batch_size: int = 64, device: str = "cpu", timings: dict[str, float] | None = None) -> list:
     """Records of ``utts`` from their parse ``table`` and a frozen ``encoder`` (a ``TextEncoder``):
-    sub-word ids per utterance (``TextEncoder.encode``, checked against the parse's map), word
+    sub-word ids (``TextEncoder.encode_many``, one tokenizer call, checked against the parse's map), word
     states (``encode_corpus``: padding + encoder forward + per-word mean, ``batch_size`` utterances
     per forward) and ``records.build_records``. ``timings`` (when given) receives the seconds of
     each step: ``subword_ids`` (incl. indexing the table), ``encoder_forward``, ``records``."""
     t0 = time.perf_counter()
     index = parse_index(table)
-    encoded = [encoder.encode(index[uid]["words"], index[uid]["sub_start"], index[uid]["sub_end"],
-                              where=f"predict:{uid}") for uid in utts.ids]
+    rows = [index[uid] for uid in utts.ids]
+    encoded = encoder.encode_many([r["words"] for r in rows], [r["sub_start"] for r in rows],
+                                  [r["sub_end"] for r in rows], [f"predict:{uid}" for uid in utts.ids])
     t1 = time.perf_counter()
     states = encoder.encode_corpus(encoded, batch_size=batch_size, device=device)
     t2 = time.perf_counter()

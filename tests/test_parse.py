@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import importlib.metadata
 import json
@@ -14,12 +15,14 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from ssu_model import raw_text
 from ssu_model.data.features import write_split
 from ssu_model.data.splits import SPLITS
 from ssu_model.errors import DataError
 from ssu_model.text.parse_table import ParseConfig, dep_labels, parse_corpus, parse_splits, read_parse
 from ssu_model.text.spacy_parse import _find_meta, doc_to_lists, load_nlp, model_info, normalize_text, parser_labels
 from ssu_model.text.subwords import encode_words, load_tokenizer
+from ssu_model.text.text_encoder import encode_utterance, encode_utterances
 from stages.cli import app
 
 runner = CliRunner()
@@ -193,6 +196,40 @@ def test_encode_words_truncates_on_word_boundaries(tokenizer):
     assert ids == [tokenizer.cls_token_id, tokenizer.sep_token_id] and start == end == []
     with pytest.raises(DataError, match="max_length"):
         encode_words(tokenizer, ["a"], 1)
+
+
+def test_encode_utterances_equals_one_call_per_utterance(tokenizer):
+    """The batched sub-word ids of `predict` (one tokenizer call) are the per-utterance ones, also
+    for a truncated utterance; a map that differs from the parse's is named."""
+    words = [s.split() for s in SENTENCES] + [["supercalifragilistic"] * 30, []]
+    maps = [encode_words(tokenizer, w, 20) for w in words]
+    wheres = [f"u{i}" for i in range(len(words))]
+    got = encode_utterances(tokenizer, words, 20, [m[2] for m in maps], [m[3] for m in maps], wheres)
+    for w, g, where in zip(words, got, wheres, strict=True):
+        want = encode_utterance(tokenizer, w, 20, where=where)
+        assert np.array_equal(g.input_ids, want.input_ids) and np.array_equal(g.sub_start, want.sub_start)
+        assert np.array_equal(g.sub_end, want.sub_end)
+    bad_starts = [m[2] for m in maps]
+    bad_starts[3] = [s + 1 for s in bad_starts[3]]
+    with pytest.raises(DataError, match="u3: the text encoder's sub-word map differs"):
+        encode_utterances(tokenizer, words, 20, bad_starts, [m[3] for m in maps], wheres)
+
+
+def test_parse_without_pos_keeps_the_rows_and_is_never_cached(tmp_path, config):
+    """`predict`'s parse (``raw_text.parse_texts``) runs without POS: the same words, heads,
+    relations and map as the `parse` stage's, pos null; such a parse refuses the cache."""
+    texts = SENTENCES + ["The  movie,\nwell... it was  GREAT!"]
+    with_pos, _stats, meta = parse_corpus(texts, config)
+    without, _stats, meta_without = parse_corpus(texts, dataclasses.replace(config, pos=False))
+    assert without.column("pos").null_count == len(texts)
+    assert without.drop_columns(["pos"]).equals(with_pos.drop_columns(["pos"])) and meta_without == meta
+    table, labels = raw_text.parse_texts(texts, [f"u{i}" for i in range(len(texts))], config)
+    assert table.column("pos").null_count == len(texts)
+    assert table.drop_columns(["id", "pos"]).equals(with_pos.drop_columns(["pos"]))
+    assert labels == json.loads(meta["ssu.dep_labels"])
+    with pytest.raises(DataError, match="without POS cannot use the parse cache"):
+        parse_corpus(texts, dataclasses.replace(config, pos=False), tmp_path / "cache")
+    assert not (tmp_path / "cache").exists()
 
 
 def test_map_covers_every_subword_on_all_mosi_transcripts(mosi_csv, config, tokenizer):

@@ -1,7 +1,9 @@
 """spaCy dependency parses: text normalisation, pipeline identity and loading, Doc -> lists.
 
-Every utterance is parsed with spaCy keeping only the components the text graph needs
-(the embedding layer, tagger + attribute ruler for coarse POS, and the parser). A
+Every utterance is parsed with spaCy keeping only the components the parse table needs
+(the embedding layer, tagger + attribute ruler for coarse POS, and the parser); without POS
+(``pos=False``: new text in `predict`, which no model reads POS of) only the embedding layer and
+the parser, whose words, heads and relations stay identical (tests/test_spacy_trim.py). A
 pipeline's identity (``ModelInfo``) is read from its meta.json without importing spaCy,
 so a run whose parses are all cached never loads it.
 """
@@ -22,8 +24,11 @@ from ssu_model.text.loaded import LOADED
 from ssu_model.text.parse_cache import CACHE_FORMAT, content_key
 
 # Components kept when loading a spaCy pipeline; everything else (ner, lemmatizer, senter,
-# textcat...) is excluded, not merely disabled, so it is never loaded.
-KEEP_COMPONENTS = ("tok2vec", "transformer", "tagger", "morphologizer", "attribute_ruler", "parser")
+# textcat...) is excluded, not merely disabled, so it is never loaded. The POS components cost
+# a fifth of the parse time (the attribute ruler's matcher most of it).
+SYNTAX_COMPONENTS = ("tok2vec", "transformer", "parser")
+POS_COMPONENTS = ("tagger", "morphologizer", "attribute_ruler")
+KEEP_COMPONENTS = SYNTAX_COMPONENTS + POS_COMPONENTS
 _WHITESPACE = re.compile(r"\s+")
 
 
@@ -92,17 +97,19 @@ def model_info(model: str) -> ModelInfo:
 # --------------------------------------------------------------------------- loading
 
 
-def load_nlp(info: ModelInfo) -> Any:
-    """Load the pipeline with only the components the graph needs (memoised per identity)."""
-    if info not in LOADED:
-        LOADED[info] = _load_nlp(info)
-    return LOADED[info]
+def load_nlp(info: ModelInfo, pos: bool = True) -> Any:
+    """Load the pipeline with only the components the parse needs, the POS ones only with ``pos``
+    (memoised per identity and ``pos``)."""
+    key = (info, pos)
+    if key not in LOADED:
+        LOADED[key] = _load_nlp(info, KEEP_COMPONENTS if pos else SYNTAX_COMPONENTS)
+    return LOADED[key]
 
 
-def _load_nlp(info: ModelInfo) -> Any:
+def _load_nlp(info: ModelInfo, keep: tuple[str, ...]) -> Any:
     import spacy
 
-    exclude = [c for c in info.pipeline if c not in KEEP_COMPONENTS]
+    exclude = [c for c in info.pipeline if c not in keep]
     try:
         nlp = spacy.load(info.source, exclude=exclude)
     except (OSError, ValueError) as exc:
@@ -120,14 +127,16 @@ def parser_labels(nlp: Any) -> tuple[str, ...]:
 # --------------------------------------------------------------------------- parsing
 
 
-def doc_to_lists(doc: Any) -> tuple[list[str], list[int], list[str], list[str]]:
-    """(words, heads, deps, pos) of a spaCy Doc; whitespace tokens dropped, heads re-indexed.
+def doc_to_lists(doc: Any, pos: bool = True) -> tuple[list[str], list[int], list[str], list[str] | None]:
+    """(words, heads, deps, pos) of a spaCy Doc; whitespace tokens dropped, heads re-indexed; pos
+    None without ``pos``.
 
     A word whose head is a dropped whitespace token is re-attached to the nearest
     non-whitespace ancestor, or becomes a root (head = itself) when there is none.
     """
     if not any(t.is_space for t in doc):
-        return ([t.text for t in doc], [t.head.i for t in doc], [t.dep_ for t in doc], [t.pos_ for t in doc])
+        return ([t.text for t in doc], [t.head.i for t in doc], [t.dep_ for t in doc],
+                [t.pos_ for t in doc] if pos else None)
     kept = [t for t in doc if not t.is_space]
     new_index = {t.i: j for j, t in enumerate(kept)}
     heads: list[int] = []
@@ -144,5 +153,5 @@ def doc_to_lists(doc: Any) -> tuple[list[str], list[int], list[str], list[str]]:
         else:
             heads.append(new_index[head.i])
             deps.append(dep)
-    return [t.text for t in kept], heads, deps, [t.pos_ for t in kept]
+    return [t.text for t in kept], heads, deps, [t.pos_ for t in kept] if pos else None
 

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from ssu_model.errors import DataError
-from ssu_model.text.subwords import encode_words, load_tokenizer
+from ssu_model.text.subwords import encode_batch, encode_words, load_tokenizer
 
 
 def default_model_path() -> str:
@@ -48,10 +48,23 @@ def encode_utterance(tokenizer, words: Sequence[str], max_length: int,
                      expect_start=None, expect_end=None, where: str = "") -> EncodedText:
     """Encode ``words``; when the parse's map is given, check that it is reproduced exactly."""
     ids, _mask, start, end = encode_words(tokenizer, words, max_length)
+    return _checked(ids, start, end, len(words), expect_start, expect_end, where)
+
+
+def encode_utterances(tokenizer, words: Sequence[Sequence[str]], max_length: int,
+                      expect_starts: Sequence, expect_ends: Sequence, wheres: Sequence[str]) -> list[EncodedText]:
+    """``encode_utterance`` of many utterances in one tokenizer call (``encode_batch``: each
+    pre-split utterance is encoded on its own, unpadded, so the results are the same)."""
+    encoded = encode_batch(tokenizer, [list(w) for w in words], max_length)
+    return [_checked(ids, start, end, len(w), s, e, where) for (ids, start, end, _trunc), w, s, e, where
+            in zip(encoded, words, expect_starts, expect_ends, wheres, strict=True)]
+
+
+def _checked(ids, start, end, n_words: int, expect_start, expect_end, where: str) -> EncodedText:
     start = np.asarray(start, dtype=np.int64).reshape(-1)
     end = np.asarray(end, dtype=np.int64).reshape(-1)
-    if start.shape[0] != len(words) or end.shape[0] != len(words):
-        raise DataError(f"{where}: encoder map has {start.shape[0]} spans for {len(words)} words")
+    if start.shape[0] != n_words or end.shape[0] != n_words:
+        raise DataError(f"{where}: encoder map has {start.shape[0]} spans for {n_words} words")
     if expect_start is not None and (
         not np.array_equal(start, np.asarray(expect_start, dtype=np.int64))
         or not np.array_equal(end, np.asarray(expect_end, dtype=np.int64))
@@ -112,6 +125,10 @@ class TextEncoder(nn.Module):
 
     def encode(self, words: Sequence[str], expect_start=None, expect_end=None, where: str = "") -> EncodedText:
         return encode_utterance(self.tokenizer, words, self.max_length, expect_start, expect_end, where)
+
+    def encode_many(self, words: Sequence[Sequence[str]], expect_starts: Sequence, expect_ends: Sequence,
+                    wheres: Sequence[str]) -> list[EncodedText]:
+        return encode_utterances(self.tokenizer, words, self.max_length, expect_starts, expect_ends, wheres)
 
     @torch.no_grad()
     def encode_corpus(self, encoded: Sequence[EncodedText], batch_size: int = 64,
@@ -216,7 +233,7 @@ def read_text_states(path: Path | str) -> tuple[dict[str, np.ndarray], dict[str,
     ids = table.column("id").to_pylist()
     counts = table.column("n_words").to_numpy()
     # Chunk by chunk, never combine_chunks(): combining copies every state into private memory
-    # (2.5 GB peak for MOSEI's mpnet states); each row stays a read-only view of the mapped file.
+    # (train on MOSEI's mpnet states peaked at 2.73 GB); each row stays a read-only view of the map.
     out: dict[str, np.ndarray] = {}
     i = 0
     for chunk in table.column("states").chunks:

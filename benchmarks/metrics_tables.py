@@ -105,10 +105,16 @@ def seed_list(seeds: list[int]) -> str:
     return ", ".join(f"{a}-{b}" if b > a else str(a) for a, b in parts)
 
 
+def seeds_cell(doc: dict) -> str:
+    """The seeds behind a row; a `seed-mean` row scores the mean of its seeds' predictions."""
+    if "seeds_averaged" in doc:
+        return f"mean of {seed_list(doc['seeds_averaged'])}"
+    return seed_list(doc.get("seeds", []))
+
+
 def metrics_table(docs: list[dict]) -> str:
     head = ["variant", *(c[0] for c in COLUMNS), "seeds"]
-    rows = [[doc["variant"], *(cell(doc, k, s, d) for _, k, s, d in COLUMNS), seed_list(doc.get("seeds", []))]
-            for doc in docs]
+    rows = [[doc["variant"], *(cell(doc, k, s, d) for _, k, s, d in COLUMNS), seeds_cell(doc)] for doc in docs]
     return markdown_table(frame(head, rows))
 
 
@@ -156,16 +162,16 @@ def main() -> None:
     parser.add_argument("--ablations", action="store_true",
                         help="also the variants a pipeline's `compare` stage tabulates (Tables 3-4)")
     args = parser.parse_args()
-    out = []
+    out = ["Test split, mean ± std over seeds (ddof 0), per metrics folder:", ""]
     latency = []
     for name, folder in metric_folders(args.root):
         skip = set() if args.ablations else compared_variants(folder.parent / "params.yaml")
         docs = [d for d in read_metrics(folder) if d["variant"] not in skip]
-        label = name
+        label = f"`{folder.relative_to(args.root)}/`"
         if skip & {path.stem for path in folder.glob("*.json")}:
             label += f" (Table 3-4 ablations: `{folder.parent.name}/reports/compare.md`)"
         if docs and (args.sample or folder != args.root / "metrics"):
-            out.append(f"{label}: test split, mean ± std over seeds (ddof 0), `{folder.relative_to(args.root)}/`:")
+            out.append(f"{label}:")
             out.append("")
             out.append(metrics_table(docs))
             out.append("")

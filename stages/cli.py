@@ -16,6 +16,7 @@ from stages import (
     predict,
     ridge,
     sample,
+    seed_mean,
     text_features,
     train,
 )
@@ -37,6 +38,7 @@ COMMANDS = [
     ("llm-graphs", llm_graphs, "Model"),
     ("evaluate", evaluate, "Evaluation"),
     ("ridge", ridge, "Evaluation"),
+    ("seed-mean", seed_mean, "Evaluation"),
     ("compare", compare, "Evaluation"),
     ("diff", diff, "Evaluation"),
     ("explain", explain, "Evaluation"),

@@ -20,6 +20,7 @@ import typer
 
 from stages.common import atomic_file, log, stage_command
 
+SECTIONS: tuple[str, ...] = ()  # reads no params.yaml section: only the predictions table
 COLUMNS = ("seed", "id", "label", "prediction")
 
 

@@ -167,11 +167,9 @@ def load_metrics(root: Path, side: Side) -> None:
 
 
 def load_predictions(root: Path, side: Side) -> None:
-    import polars as pl
-
     from ssu_model.errors import DataError
     from ssu_model.eval.metrics import METRIC_NAMES
-    from ssu_model.eval.significance import per_seed_metrics, seed_grid
+    from ssu_model.eval.significance import per_seed_metrics, read_seed_grid
 
     rel = side.predictions_path
     data, why = _read(root, side, rel, dvc_output=True)
@@ -180,14 +178,7 @@ def load_predictions(root: Path, side: Side) -> None:
         return
     where = f"side {side.name}: {rel} at {side.where}"
     try:
-        table = pl.read_parquet(io.BytesIO(data))
-    except Exception as exc:  # noqa: BLE001 - polars/pyarrow raise several types for a bad file
-        fail(f"{where} is not a readable Parquet file ({exc})")
-    missing = [c for c in ("seed", "id", "label", "prediction") if c not in table.columns]
-    if missing:
-        fail(f"{where} lacks column(s) {', '.join(missing)}")
-    try:
-        preds = seed_grid(table.select("seed", "id", "label", "prediction"), where=where)
+        preds = read_seed_grid(io.BytesIO(data), where)
     except DataError as exc:
         fail(str(exc))
     # The predictions must be the ones behind the metrics (a stale workspace file would not be).

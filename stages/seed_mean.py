@@ -21,7 +21,6 @@ import typer
 from stages.common import atomic_file, log, stage_command
 
 SECTIONS: tuple[str, ...] = ()  # reads no params.yaml section: only the predictions table
-COLUMNS = ("seed", "id", "label", "prediction")
 
 
 @stage_command
@@ -33,8 +32,11 @@ def main(
     """Score the mean of the seeds' test predictions (what `predict` returns)."""
     from ssu_model.errors import DataError
     from ssu_model.eval.metrics import metrics_report, regression_metrics
+    from ssu_model.eval.significance import read_seed_grid
 
-    grid = _read_grid(predictions)
+    if not predictions.is_file():
+        raise DataError(f"predictions file not found: {predictions} (run evaluate)")
+    grid = read_seed_grid(predictions, str(predictions))
     if len(grid.seeds) < 2:
         raise DataError(f"{predictions}: one seed ({grid.seeds[0]}): there is nothing to average")
     name = name or f"{predictions.stem}_seed_mean"
@@ -48,21 +50,3 @@ def main(
         tmp.write_text(json.dumps(report, indent=2, sort_keys=True, allow_nan=False) + "\n")
     log(f"seed-mean[{name}]: wrote {out}")
 
-
-def _read_grid(path: Path):
-    """The predictions table as a seeds x utterances grid (``significance.seed_grid``'s checks)."""
-    import polars as pl
-
-    from ssu_model.errors import DataError
-    from ssu_model.eval.significance import seed_grid
-
-    if not path.is_file():
-        raise DataError(f"predictions file not found: {path} (run evaluate)")
-    try:
-        table = pl.read_parquet(path)
-    except Exception as exc:  # noqa: BLE001 - polars/pyarrow raise several types for a bad file
-        raise DataError(f"{path} is not a readable Parquet file ({str(exc).splitlines()[0]})") from None
-    missing = [c for c in COLUMNS if c not in table.columns]
-    if missing:
-        raise DataError(f"{path} lacks column(s) {', '.join(missing)}")
-    return seed_grid(table.select(*COLUMNS), where=str(path))

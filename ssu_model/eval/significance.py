@@ -45,6 +45,7 @@ PERCENT_METRICS = frozenset({"Has0_acc_2", "Has0_F1", "Non0_acc_2", "Non0_F1", "
 # "exclude 0" (e.g. Corr of predictions shifted by a constant differs from the original in the
 # 16th digit, on every replicate).
 NUMERIC_TOLERANCE = 1e-9
+PREDICTION_COLUMNS = ("seed", "id", "label", "prediction")  # a predictions table (contract D)
 BETTER, WORSE, WITHIN_NOISE, NOT_TESTED = "better", "worse", "within noise", "not tested"
 
 
@@ -72,6 +73,20 @@ def seed_predictions(seed, ids, label, prediction, where: str = "predictions") -
         raise DataError(f"{where}: columns of different lengths")
     return seed_grid(pl.DataFrame({"seed": seed, "id": pl.Series(ids, dtype=pl.String), "label": label,
                                    "prediction": prediction}), where)
+
+
+def read_seed_grid(parquet, where: str) -> SeedPredictions:
+    """:func:`seed_grid` of a predictions Parquet file as `evaluate` writes it (``parquet``: a path or
+    a binary file object); an unreadable file or a missing column is a DataError naming ``where``."""
+    try:
+        table = pl.read_parquet(parquet)
+    except Exception as exc:  # noqa: BLE001 - polars/pyarrow raise several types for a bad file
+        detail = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise DataError(f"{where} is not a readable Parquet file ({detail})") from None
+    missing = [c for c in PREDICTION_COLUMNS if c not in table.columns]
+    if missing:
+        raise DataError(f"{where} lacks column(s) {', '.join(missing)}")
+    return seed_grid(table.select(*PREDICTION_COLUMNS), where=where)
 
 
 def seed_grid(long: pl.DataFrame, where: str = "predictions") -> SeedPredictions:

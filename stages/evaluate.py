@@ -17,10 +17,11 @@ from pathlib import Path
 
 import typer
 
-from stages.common import atomic_dir, atomic_file, log, stage_command
+from stages.common import atomic_dir, log, stage_command
 from stages.errors import ParamError
 from stages.inputs import FEATURES_OPTION, PARSE_OPTION, TEXT_FEATURES_OPTION, input_dirs
 from stages.params import BaseParams, load_params, load_section
+from stages.score_files import write_metrics, write_predictions
 
 SECTIONS: tuple[str, ...] = ("base", "evaluate")
 CURVE_KEYS = ("train/total", "train/reg", "train/sup", "train/self", "train/align",
@@ -116,7 +117,6 @@ def main(
     import json
 
     import numpy as np
-    import pyarrow.parquet as pq
 
     from ssu_model.errors import DataError
     from ssu_model.eval.metrics import metrics_report
@@ -165,15 +165,11 @@ def main(
         f"Non0_acc_2 {mean['Non0_acc_2']:.4f} Acc7 {mean['Acc7']:.4f} MAE {mean['MAE']:.4f} Corr {mean['Corr']:.4f}")
 
     order = np.argsort(np.array(ids, dtype=object), kind="stable")
-    table = _predictions_table(seeds, ids, y, preds_by_seed, order)
     history = {seed: rows for m in models if (m / "history.json").is_file()
                for seed, rows in json.loads((m / "history.json").read_text()).items()}
     _write_plots(plots, seeds, ids, y, preds_by_seed, order, history, cfg.png)
-    predictions.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_file(predictions) as tmp:
-        pq.write_table(table, str(tmp))
-    with atomic_file(out) as tmp:
-        tmp.write_text(json.dumps(report, indent=2, sort_keys=True, allow_nan=False) + "\n")
+    write_predictions(predictions, ids, y, {s: preds_by_seed[s] for s in seeds})
+    write_metrics(out, report)
     log(f"evaluate[{variant}]: wrote {out}, {predictions}, {plots}")
 
 
@@ -216,22 +212,6 @@ def _score_seeds(variant: str, ckpts, first: dict, test, y, encoder, batch_size:
         log(f"evaluate[{variant}] seed {seed}: Non0_acc_2 {m['Non0_acc_2']:.4f} Non0_F1 {m['Non0_F1']:.4f} "
             f"Acc7 {m['Acc7']:.4f} MAE {m['MAE']:.4f} Corr {m['Corr']:.4f}")
     return per_seed, preds_by_seed
-
-
-def _predictions_table(seeds, ids, y, preds_by_seed, order):
-    """Predictions per (seed, id), ids sorted (``order``)."""
-    import pyarrow as pa
-
-    rows_seed, rows_id, rows_y, rows_p = [], [], [], []
-    for seed in seeds:
-        rows_seed += [seed] * len(ids)
-        rows_id += [ids[i] for i in order]
-        rows_y += [float(y[i]) for i in order]
-        rows_p += [float(preds_by_seed[seed][i]) for i in order]
-    return pa.table({
-        "seed": pa.array(rows_seed, pa.int32()), "id": pa.array(rows_id, pa.string()),
-        "label": pa.array(rows_y, pa.float32()), "prediction": pa.array(rows_p, pa.float32()),
-    })
 
 
 def _write_plots(plots: Path, seeds, ids, y, preds_by_seed, order, history: dict, png: bool) -> None:

@@ -18,10 +18,11 @@ from pathlib import Path
 
 import typer
 
-from stages.common import atomic_file, log, stage_command
+from stages.common import log, stage_command
 from stages.errors import ParamError
 from stages.inputs import FEATURES_OPTION, encoder_path
 from stages.params import TextFeaturesParams, load_params, load_section
+from stages.score_files import write_metrics, write_predictions
 
 SECTIONS: tuple[str, ...] = ("ridge", "text_features")
 NAME = "ridge"  # the name the outputs go under, beside the variants'
@@ -74,11 +75,8 @@ def main(
     out = out or Path("metrics") / f"{NAME}.json"
     predictions = predictions or Path("reports/predictions") / f"{NAME}.parquet"
 
-    import json
 
     import numpy as np
-    import pyarrow as pa
-    import pyarrow.parquet as pq
     import torch
 
     from ssu_model.data.features import open_splits
@@ -99,17 +97,6 @@ def main(
     log(f"ridge: test Non0_acc_2 {mean['Non0_acc_2']:.4f} Acc7 {mean['Acc7']:.4f} MAE {mean['MAE']:.4f} "
         f"Corr {mean['Corr']:.4f}")
 
-    ids = splits["test"].ids
-    order = np.argsort(np.array(ids, dtype=object), kind="stable")
-    table = pa.table({
-        "seed": pa.array([0] * len(ids), pa.int32()),
-        "id": pa.array([ids[i] for i in order], pa.string()),
-        "label": pa.array([float(y["test"][i]) for i in order], pa.float32()),
-        "prediction": pa.array([float(test_pred[i]) for i in order], pa.float32()),
-    })
-    predictions.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_file(predictions) as tmp:
-        pq.write_table(table, str(tmp))
-    with atomic_file(out) as tmp:
-        tmp.write_text(json.dumps(report, indent=2, sort_keys=True, allow_nan=False) + "\n")
+    write_predictions(predictions, splits["test"].ids, y["test"], {0: test_pred})
+    write_metrics(out, report)
     log(f"ridge: wrote {out}, {predictions}")

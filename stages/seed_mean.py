@@ -13,12 +13,12 @@ the combined model (as `ridge`), plus ``seeds_averaged``: the seeds whose predic
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
 
-from stages.common import atomic_file, log, stage_command
+from stages.common import log, stage_command
+from stages.score_files import write_metrics
 
 SECTIONS: tuple[str, ...] = ()  # reads no params.yaml section: only the predictions table
 
@@ -45,8 +45,6 @@ def main(
     mean = report["mean"]
     log(f"seed-mean[{name}] of seeds {list(grid.seeds)} on {len(grid.ids)} utterances: Non0_acc_2 "
         f"{mean['Non0_acc_2']:.4f} Acc7 {mean['Acc7']:.4f} MAE {mean['MAE']:.4f} Corr {mean['Corr']:.4f}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_file(out) as tmp:
-        tmp.write_text(json.dumps(report, indent=2, sort_keys=True, allow_nan=False) + "\n")
+    write_metrics(out, report)
     log(f"seed-mean[{name}]: wrote {out}")
 

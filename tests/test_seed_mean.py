@@ -6,12 +6,12 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 from typer.testing import CliRunner
 
 from ssu_model.eval.metrics import regression_metrics
 from stages.cli import app
+from stages.score_files import write_predictions
 
 runner = CliRunner()
 
@@ -26,11 +26,8 @@ def _predictions(n=200, seeds=(0, 1, 2), seed=0):
 
 
 def _write(path, ids, y, preds):
-    rows = [(s, i, float(y[k]), float(preds[s][k])) for s in preds for k, i in enumerate(ids)]
-    pq.write_table(pa.table({
-        "seed": pa.array([r[0] for r in rows], pa.int32()), "id": pa.array([r[1] for r in rows], pa.string()),
-        "label": pa.array([r[2] for r in rows], pa.float32()), "prediction": pa.array([r[3] for r in rows], pa.float32()),
-    }), path)
+    """The table as `evaluate` writes it (its own writer)."""
+    write_predictions(path, ids, y, preds)
 
 
 def test_scores_the_mean_prediction_not_the_mean_of_metrics(tmp_path):

@@ -232,6 +232,24 @@ def test_parse_without_pos_keeps_the_rows_and_is_never_cached(tmp_path, config):
     assert not (tmp_path / "cache").exists()
 
 
+def test_worker_processes_give_the_single_process_table(config, monkeypatch):
+    """``n_process`` > 1 parses in forked workers that return plain lists (not spaCy's own
+    multiprocess pipe, whose Doc round trip was slower than the parse): the table equals one
+    process's, rows in input order across chunks, with and without POS."""
+    from ssu_model.text import parse_table
+
+    texts = [f"{s} ({i})" for i in range(9) for s in SENTENCES]  # 90 distinct texts: 6 chunks of 16
+    calls = []
+    real = parse_table._parse_in_workers
+    monkeypatch.setattr(parse_table, "_parse_in_workers", lambda *a: calls.append(a[2].n_process) or real(*a))
+    for pos in (True, False):
+        one = dataclasses.replace(config, batch_size=16, pos=pos)
+        single, _stats, meta = parse_corpus(texts, one)
+        workers, _stats, meta_workers = parse_corpus(texts, dataclasses.replace(one, n_process=2))
+        assert workers.equals(single) and meta_workers == meta
+    assert calls == [2, 2]  # the worker path ran (and only for n_process 2)
+
+
 def test_map_covers_every_subword_on_all_mosi_transcripts(mosi_csv, config, tokenizer):
     with open(mosi_csv, newline="") as handle:
         texts = [row["text"] for row in csv.DictReader(handle)]

@@ -75,7 +75,6 @@ def main(
     out = out or Path("metrics") / f"{NAME}.json"
     predictions = predictions or Path("reports/predictions") / f"{NAME}.parquet"
 
-
     import numpy as np
     import torch
 

@@ -47,4 +47,3 @@ def main(
         f"{mean['Non0_acc_2']:.4f} Acc7 {mean['Acc7']:.4f} MAE {mean['MAE']:.4f} Corr {mean['Corr']:.4f}")
     write_metrics(out, report)
     log(f"seed-mean[{name}]: wrote {out}")
-

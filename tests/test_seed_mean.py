@@ -25,14 +25,9 @@ def _predictions(n=200, seeds=(0, 1, 2), seed=0):
     return ids, y, preds
 
 
-def _write(path, ids, y, preds):
-    """The table as `evaluate` writes it (its own writer)."""
-    write_predictions(path, ids, y, preds)
-
-
 def test_scores_the_mean_prediction_not_the_mean_of_metrics(tmp_path):
     ids, y, preds = _predictions()
-    _write(tmp_path / "full.parquet", ids, y, preds)
+    write_predictions(tmp_path / "full.parquet", ids, y, preds)
     out = tmp_path / "m" / "full_seed_mean.json"
     result = runner.invoke(app, ["seed-mean", "--predictions", str(tmp_path / "full.parquet"), "--out", str(out)])
     assert result.exit_code == 0, result.output
@@ -51,9 +46,9 @@ def test_bad_tables_fail_with_one_line_and_write_nothing(tmp_path):
     ids, y, preds = _predictions(n=20)
     cases = {}
     cases["absent"] = tmp_path / "absent.parquet"
-    _write(tmp_path / "one.parquet", ids, y, {0: preds[0]})
+    write_predictions(tmp_path / "one.parquet", ids, y, {0: preds[0]})
     cases["one seed"] = tmp_path / "one.parquet"
-    _write(tmp_path / "gap.parquet", ids, y, preds)
+    write_predictions(tmp_path / "gap.parquet", ids, y, preds)
     table = pq.read_table(tmp_path / "gap.parquet")
     pq.write_table(table.slice(0, table.num_rows - 1), tmp_path / "gap.parquet")  # seed 2 lacks the last id
     cases["missing id"] = tmp_path / "gap.parquet"

@@ -357,8 +357,8 @@ def _fit_seed(seed: int, *, variant: str, model_cfg, examples, train_cfg, encode
     import time
 
     from dvclive import Live
-
     from ssu_model.ssu.model import SSU
+    from ssu_model.text.text_encoder import drop_mapped_state_pages
     from ssu_model.train.loop import fit, seed_everything
 
     seed_everything(seed)
@@ -386,7 +386,7 @@ def _fit_seed(seed: int, *, variant: str, model_cfg, examples, train_cfg, encode
                 f"({time.perf_counter() - t0:.1f}s)")
 
         result = fit(model, examples["train"], examples["valid"], train_cfg, seed, device, enc,
-                     on_epoch if live is not None else None, dist=dist)
+                     on_epoch if live is not None else None, dist=dist, after_batch=drop_mapped_state_pages)
     return result
 
 

@@ -246,6 +246,66 @@ def test_fit_early_stopping_and_select_loss(workspace):
     assert res.epochs_run - res.best_epoch == 2
 
 
+def test_fit_runs_after_batch_once_per_optimiser_step(workspace):
+    from ssu_model.ssu.model import SSU
+    from ssu_model.train.config import TrainConfig
+    from ssu_model.train.loop import fit, seed_everything
+    from stages.modelling import build_model_config, load_inputs
+    from stages.params import load_params
+    from stages.train import resolve_variant
+
+    overrides, _tp = resolve_variant(load_params(workspace / "params.yaml"), "full")
+    ex, labels, dims = load_inputs(("train", "valid"), workspace / "features", workspace / "parse",
+                                   workspace / "text_features", None, ("text", "audio", "vision"))
+    seed_everything(0)
+    model = SSU(build_model_config(overrides, dims, len(labels), False))
+    calls = []
+    res = fit(model, ex["train"], ex["valid"], TrainConfig(epochs=2, patience=5, batch_size=5), 0,
+              after_batch=lambda: calls.append(1))
+    assert res.epochs_run == 2 and len(calls) == 2 * -(-len(ex["train"]) // 5)
+
+
+def test_train_stage_releases_the_mapped_states_after_each_batch(workspace, monkeypatch):
+    import ssu_model.text.text_encoder as text_encoder
+
+    calls = []
+    monkeypatch.setattr(text_encoder, "drop_mapped_state_pages", lambda: calls.append(1))
+    assert _invoke(train_args(workspace)).exit_code == 0
+    history = json.loads((workspace / "models" / "full" / "history.json").read_text())
+    epochs = sum(len(rows) for rows in history.values())
+    assert len(calls) == epochs * -(-24 // 8)  # 24 train utterances, batches of 8
+
+
+def _mapped_rss_kib(path: Path) -> int:
+    """Resident KiB of this process's mappings of ``path`` (/proc/self/smaps)."""
+    total, inside = 0, False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        head = line.split()
+        if head and "-" in head[0] and len(head) >= 5:  # a mapping's header line
+            inside = line.endswith(str(path))
+        elif inside and head[0] == "Rss:":
+            total += int(head[1])
+    return total
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").is_file(), reason="needs Linux /proc")
+def test_dropping_mapped_state_pages_empties_the_resident_set_not_the_values(tmp_path):
+    from ssu_model.text.text_encoder import drop_mapped_state_pages, read_text_states, write_text_states
+
+    rng = np.random.default_rng(0)
+    arrays = [rng.normal(size=(40, 64)).astype(np.float32) for _ in range(2000)]  # 20 MB
+    ids = [f"u{i}" for i in range(len(arrays))]
+    path = (tmp_path / "x.arrow").resolve()
+    write_text_states(path, ids, arrays, 64, "enc", 64)
+    back, _ = read_text_states(path)
+    assert sum(float(back[k].sum()) for k in ids) == pytest.approx(sum(float(a.sum()) for a in arrays))
+    touched = _mapped_rss_kib(path)
+    assert touched > 15_000
+    drop_mapped_state_pages()
+    assert _mapped_rss_kib(path) < touched // 20
+    assert all(np.array_equal(back[k], a) for k, a in zip(ids, arrays))  # faulted back in, unchanged
+
+
 def test_text_encoder_pooling_matrix():
     from ssu_model.text.text_encoder import EncodedText, collate_encoded
 

@@ -209,7 +209,7 @@ class _DistributedBatches:
 
 
 def _train_epoch(model, encoder, batches, opt, all_params, cfg: TrainConfig, epoch: int, device,
-                 step) -> tuple[dict[str, float], int]:
+                 step, after_batch) -> tuple[dict[str, float], int]:
     """One pass over ``batches``: (sum of each loss term weighted by batch size, examples seen)."""
     model.train()
     if encoder is not None:
@@ -226,6 +226,8 @@ def _train_epoch(model, encoder, batches, opt, all_params, cfg: TrainConfig, epo
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(all_params, cfg.grad_clip)
         opt.step()
+        if after_batch is not None:
+            after_batch()
         b = int(out.prediction.shape[0])
         for k, v in out.losses.items():
             sums[k] = sums.get(k, 0.0) + float(v.detach()) * b
@@ -265,11 +267,14 @@ def fit(
     encoder=None,
     callback: Callable[[int, dict[str, float]], None] | None = None,
     dist=None,
+    after_batch: Callable[[], None] | None = None,
 ) -> FitResult:
     """Train ``model`` (and ``encoder`` when given: fine-tuning) and keep the best validation state.
 
     The history rows hold ``train/<loss term>`` (example-weighted epoch means),
     ``valid/<loss term>`` and ``valid/<metric>`` for the 8 MMSA metrics, plus ``epoch``.
+    ``callback(epoch, row)`` gets each history row; ``after_batch()`` runs after each optimiser step
+    (the train stage releases the mapped text states' pages there).
 
     ``dist`` (a ``DistContext``): data-parallel training. ``cfg.batch_size`` stays the global
     batch: each rank takes ``batch_size / world_size`` examples per step from a
@@ -294,7 +299,7 @@ def fit(
         else:
             batches = _train_loader(train, cfg, seed * 100003 + epoch, pad_id)
         sums, count = _train_epoch(model, encoder, batches, opt, all_params, cfg, epoch, device,
-                                   shards.step if shards is not None else None)
+                                   shards.step if shards is not None else None, after_batch)
         if dist is not None:  # example-weighted means over every rank's examples
             names = sorted(sums)
             reduced = dist.all_reduce_sum([float(count)] + [sums[k] for k in names])

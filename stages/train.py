@@ -357,6 +357,7 @@ def _fit_seed(seed: int, *, variant: str, model_cfg, examples, train_cfg, encode
     import time
 
     from dvclive import Live
+
     from ssu_model.ssu.model import SSU
     from ssu_model.text.text_encoder import drop_mapped_state_pages
     from ssu_model.train.loop import fit, seed_everything

@@ -335,6 +335,16 @@ def test_text_states_roundtrip(tmp_path):
         write_text_states(tmp_path / "y.arrow", ["a"], [np.ones((2, 3), np.float32)], 4, "enc", 64)
 
 
+@pytest.mark.parametrize("content", [b"", b"not arrow"], ids=["empty", "garbage"])
+def test_unreadable_text_states_file_is_one_data_error(tmp_path, content):
+    from ssu_model.errors import DataError
+    from ssu_model.text.text_encoder import read_text_states
+
+    (tmp_path / "train.arrow").write_bytes(content)
+    with pytest.raises(DataError, match=r"train\.arrow is not an Arrow text-states file"):
+        read_text_states(tmp_path / "train.arrow")
+
+
 def test_text_states_are_read_from_the_mapped_file_not_copied(tmp_path):
     """Several record batches (4,096 rows each): every row a view of the file, none in Arrow's heap."""
     import pyarrow as pa

@@ -28,8 +28,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 
-def mapped_rss_mib(path: Path) -> float:
-    """Resident MiB of this process's mappings of ``path``."""
+def mapped_rss_kib(path: Path) -> int:
+    """Resident KiB of this process's mappings of ``path`` (tests/test_train.py reads it too)."""
     total, inside = 0, False
     for line in Path("/proc/self/smaps").read_text().splitlines():
         head = line.split()
@@ -37,7 +37,7 @@ def mapped_rss_mib(path: Path) -> float:
             inside = line.endswith(str(path))
         elif inside and head[0] == "Rss:":
             total += int(head[1])
-    return total / 1024
+    return total
 
 
 def one_epoch(records, batch_size: int, seed: int, drop, path: Path) -> tuple[float, float, float]:
@@ -52,9 +52,9 @@ def one_epoch(records, batch_size: int, seed: int, drop, path: Path) -> tuple[fl
         if drop is not None:
             drop()
         if k % 50 == 0:
-            peak = max(peak, mapped_rss_mib(path))
+            peak = max(peak, mapped_rss_kib(path) / 1024)
     seconds = time.perf_counter() - t0
-    end = mapped_rss_mib(path)
+    end = mapped_rss_kib(path) / 1024
     return seconds, max(peak, end), end
 
 

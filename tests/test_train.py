@@ -276,20 +276,9 @@ def test_train_stage_releases_the_mapped_states_after_each_batch(workspace, monk
     assert len(calls) == epochs * -(-24 // 8)  # 24 train utterances, batches of 8
 
 
-def _mapped_rss_kib(path: Path) -> int:
-    """Resident KiB of this process's mappings of ``path`` (/proc/self/smaps)."""
-    total, inside = 0, False
-    for line in Path("/proc/self/smaps").read_text().splitlines():
-        head = line.split()
-        if head and "-" in head[0] and len(head) >= 5:  # a mapping's header line
-            inside = line.endswith(str(path))
-        elif inside and head[0] == "Rss:":
-            total += int(head[1])
-    return total
-
-
 @pytest.mark.skipif(not Path("/proc/self/smaps").is_file(), reason="needs Linux /proc")
 def test_dropping_mapped_state_pages_empties_the_resident_set_not_the_values(tmp_path):
+    from benchmarks.bench_mapped_states import mapped_rss_kib
     from ssu_model.text.text_encoder import drop_mapped_state_pages, read_text_states, write_text_states
 
     rng = np.random.default_rng(0)
@@ -299,10 +288,10 @@ def test_dropping_mapped_state_pages_empties_the_resident_set_not_the_values(tmp
     write_text_states(path, ids, arrays, 64, "enc", 64)
     back, _ = read_text_states(path)
     assert sum(float(back[k].sum()) for k in ids) == pytest.approx(sum(float(a.sum()) for a in arrays))
-    touched = _mapped_rss_kib(path)
+    touched = mapped_rss_kib(path)
     assert touched > 15_000
     drop_mapped_state_pages()
-    assert _mapped_rss_kib(path) < touched // 20
+    assert mapped_rss_kib(path) < touched // 20
     assert all(np.array_equal(back[k], a) for k, a in zip(ids, arrays))  # faulted back in, unchanged
 
 

@@ -19,6 +19,7 @@ import pytest
 from typer.testing import CliRunner
 
 from ssu_model.errors import DataError
+from ssu_model.eval.diff_table import markdown_table
 from ssu_model.eval.metrics import METRIC_NAMES, metrics_report
 from ssu_model.eval.significance import (
     BETTER,
@@ -184,6 +185,30 @@ def test_seed_test_against_scipy_and_degenerate_cases():
                                              "n_a": 1, "n_b": 1}
     assert seed_test({0: 1.0, 1: 1.0}, {2: 1.0, 3: 1.0})["p"] == 1.0  # no spread, same mean
     assert seed_test({0: 1.0, 1: 1.0}, {2: 2.0, 3: 2.0})["p"] == 0.0  # no spread, different means
+
+
+def test_rounding_size_differences_are_no_difference_in_the_seed_test_and_the_table():
+    """The same predictions scored twice can give a Corr off in the 16th digit. Seen on MOSEI: a
+    paired p of 0.009 and "-2.2e-16" in the table for two runs with byte-identical predictions."""
+    a = {0: 0.6943, 1: 0.7051, 2: 0.6989, 3: 0.7012, 4: 0.7004}
+    b = {s: float(np.nextafter(v, 0.0 if s % 2 else 1.0)) for s, v in a.items()}  # +-1 ulp
+    shifted = {s: float(np.nextafter(v, 0.0)) for s, v in a.items()}  # a constant 1-ulp shift
+    for other in (b, shifted):
+        assert other != a
+        t = seed_test(a, other)
+        assert t["test"] == "paired t" and t["p"] == 1.0
+    assert seed_test({0: 0.7, 1: 0.7}, {2: float(np.nextafter(0.7, 1.0)), 3: 0.7})["p"] == 1.0  # Welch
+    y = labels(60)
+    rng = np.random.default_rng(5)
+    preds = side(y, {s: y + rng.normal(0, 0.7, y.size) for s in (0, 1, 2)})
+    da, db = doc(preds), doc(preds)
+    for seed_metrics in db["per_seed"].values():
+        seed_metrics["Corr"] -= 3e-16  # a few ulps
+    rep = compare_sides(da, db)
+    corr = rep["metrics"]["Corr"]
+    assert corr["diff"] != 0.0 and corr["seed_test"]["p"] == 1.0 and corr["verdict"] == WITHIN_NOISE
+    row = next(line for line in markdown_table(rep).splitlines() if line.startswith("| Corr"))
+    assert row.split("|")[4].strip() == "+0.0000" and row.split("|")[6].strip() == "1.000"
 
 
 def test_verdict_direction_evidence_and_floor():

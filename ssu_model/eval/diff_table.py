@@ -7,7 +7,7 @@ from typing import Any
 
 from ssu_model.eval import tables
 from ssu_model.eval.metrics import LOWER_IS_BETTER
-from ssu_model.eval.significance import PERCENT_METRICS
+from ssu_model.eval.significance import NUMERIC_TOLERANCE, PERCENT_METRICS
 
 
 def _scale(name: str) -> float:
@@ -17,8 +17,8 @@ def _scale(name: str) -> float:
 def _num(name: str, v: float, signed: bool = False) -> str:
     digits = 2 if name in PERCENT_METRICS else 4
     x = v * _scale(name)
-    if x == 0.0:
-        x = 0.0  # not "-0.00"
+    if x == 0.0 or (signed and abs(v) <= NUMERIC_TOLERANCE):
+        x = 0.0  # not "-0.00", and a rounding-size difference (see NUMERIC_TOLERANCE) is none
     if signed and x != 0.0 and abs(x) < 0.5 * 10 ** -digits:
         return f"{x:+.1e}"  # a difference too small for the fixed digits is still shown as one
     return f"{x:+.{digits}f}" if signed else f"{x:.{digits}f}"

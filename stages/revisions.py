@@ -153,10 +153,23 @@ def _read(root: Path, side: Side, rel: str, dvc_output: bool) -> tuple[bytes | N
 
 # ---- loading one side
 
+def variants_at(root: Path, side: Side) -> list[str]:
+    """The variants with a metrics JSON in ``side``'s pipeline folder, at its commit or in the workspace."""
+    folder = side.path("metrics")
+    if side.commit is None:
+        names = [p.name for p in (root / folder).glob("*.json")]
+    else:
+        res = _git(root, "ls-tree", "--name-only", f"{side.commit}:./{folder}")
+        names = res.stdout.decode().split() if res.returncode == 0 else []
+    return sorted(n[:-len(".json")] for n in names if n.endswith(".json"))
+
+
 def load_metrics(root: Path, side: Side) -> None:
     data, why = _read(root, side, side.metrics_path, dvc_output=False)
     if data is None:
-        fail(f"side {side.name}: metrics of `{side.variant}` not found: {why}")
+        found = variants_at(root, side)
+        there = f"; variants there: {', '.join(found)}" if found else ""
+        fail(f"side {side.name}: metrics of `{side.variant}` not found: {why}{there}")
     try:
         doc = json.loads(data)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:

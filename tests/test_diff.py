@@ -486,8 +486,10 @@ def test_error_paths(repo, tmp_path):
     assert r.exit_code == 1 and "error: unknown revision 'nosuchrev'" in r.output
     r = diff(repo, "HEAD~1", "HEAD", "--variant", "nosuch")
     assert r.exit_code == 1 and "error: side a: metrics of `nosuch` not found" in r.output
+    assert r.output.rstrip().endswith("; variants there: full")  # what the revision does have
     r = diff(repo, "HEAD", "--pipeline-b", "pipelines/x")
     assert r.exit_code == 1 and "pipelines/x/metrics/full.json is not in the workspace" in r.output
+    assert "variants there" not in r.output  # no metrics folder: nothing to list
     r = diff(tmp_path / "nowhere")
     assert r.exit_code == 1 and "repository folder not found" in r.output
     (tmp_path / "floor.json").write_text(json.dumps({"MEA": 0.01}))

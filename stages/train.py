@@ -10,7 +10,7 @@ Outputs: ``models/<variant>/`` = ``seed_<s>.pt`` (tensors + plain config, loadab
 curves in ``dvclive/<variant>/seed_<s>/`` (declared as plots; no later stage reads them).
 
 Under ``torchrun`` (``WORLD_SIZE`` > 1) every process joins a process group
-(``ssu_model.train.distributed``; gloo on CPU, NCCL on CUDA) and trains each seed data-parallel
+(``stages.distributed_run``, ``ssu_model.train.distributed``; gloo on CPU, NCCL on CUDA) and trains each seed data-parallel
 (``fit(dist=...)``); rank 0 alone logs and writes, and moves the model directory into place only
 after every rank has finished. A failure on any rank fails every rank with one error line, and
 no model directory is left behind. ``WORLD_SIZE`` absent or 1: the single-process run.
@@ -22,18 +22,15 @@ import contextlib
 import dataclasses
 import functools
 import math
-import re
-import sys
-import warnings
 from pathlib import Path
 from typing import Any
 
 import typer
 
 from ssu_model.data.splits import MODALITIES
-from ssu_model.errors import DataError
 from stages.common import atomic_dir, env_record, fail, log, stage_command
-from stages.errors import ParamError, StageError
+from stages.distributed_run import run_distributed
+from stages.errors import ParamError
 from stages.inputs import (
     FEATURES_OPTION,
     PARSE_OPTION,
@@ -191,7 +188,7 @@ def main(
     if rendezvous is None:  # a plain run (also torchrun with one process): no process group
         run(device=device, dist=None)
     else:
-        _distributed(rendezvous, device, backend, dist_timeout, run)
+        run_distributed(rendezvous, device, backend, dist_timeout, run)
 
 
 def _seed_group(base: BaseParams, seeds: str | None) -> BaseParams:
@@ -205,72 +202,6 @@ def _seed_group(base: BaseParams, seeds: str | None) -> BaseParams:
     if not chosen or len(set(chosen)) != len(chosen) or set(chosen) - set(base.seeds):
         raise typer.BadParameter(f"--seeds {seeds} must be distinct seeds of base.seeds {list(base.seeds)}")
     return dataclasses.replace(base, seeds=chosen)
-
-
-def _collective_failure(exc: BaseException) -> bool:
-    """A failed or timed-out collective (a peer died or hangs), as gloo/NCCL report it."""
-    import torch.distributed as tdist
-
-    dist_error = getattr(tdist, "DistError", ())
-    return isinstance(exc, dist_error) or (
-        isinstance(exc, RuntimeError) and re.search(r"gloo|nccl|processgroup", str(exc), re.IGNORECASE) is not None)
-
-
-def _first_line(exc: BaseException) -> str:
-    """The first sentence of an error message, without gloo's source-file prefix."""
-    line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-    line = re.sub(r"^\[[^\]]*\]\s*", "", line)
-    return re.split(r"(?<=\.)\s", line, maxsplit=1)[0]
-
-
-def _distributed(rendezvous, device: str, backend: str, timeout_s: float, run) -> None:
-    """Join the process group, train, leave it. Any failure becomes one error line naming this
-    rank; a rank whose peer failed (the collective breaks, or torchrun sends SIGTERM) fails too,
-    and rank 0's temporary model directory is removed on the way out (``atomic_dir``)."""
-    import signal
-
-    from ssu_model.train.distributed import init_distributed, teardown
-
-    where = f"rank {rendezvous.rank} of {rendezvous.world_size}"
-
-    def on_sigterm(signum, frame) -> None:
-        if sys.exc_info()[1] is not None:  # already failing: let the clean-up finish
-            return
-        raise StageError(f"{where}: stopped by the launcher (another rank failed or the run was cancelled)")
-
-    previous = signal.signal(signal.SIGTERM, on_sigterm)
-    joined = failed = False
-    try:
-        try:
-            ctx = init_distributed(rendezvous, device, backend, timeout_s)
-        except ValueError as exc:
-            fail(f"{where}: {exc}")
-        except RuntimeError as exc:
-            fail(f"{where}: could not join the process group: {_first_line(exc)}")
-        joined = True
-        if not ctx.is_main:  # rank 0 reports what every rank would: the others stay silent
-            warnings.simplefilter("ignore")
-        try:
-            run(device=ctx.device, dist=ctx)
-        except (StageError, DataError) as exc:
-            if str(exc).startswith(where):
-                raise
-            raise type(exc)(f"{where}: {exc}") from None
-        except Exception as exc:
-            if not _collective_failure(exc):
-                raise
-            fail(f"{where}: lost contact with another rank, which failed or stopped answering "
-                 f"({_first_line(exc)}); torchrun's summary names the rank that failed first")
-    except BaseException:
-        failed = True
-        raise
-    finally:
-        # a rank that failed after joining is on its way out: torchrun's SIGTERM (sent when it sees
-        # the other rank fail) must not cut its error line short, and the process group is left to
-        # the exit (destroying a group whose peer died can block, with NCCL)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN if (joined and failed) else previous)
-        if not failed:
-            teardown()
 
 
 def _train(*, variant, base, tf, overrides, tp, features, parse_dir, text_features, llm_states, out, live,

@@ -214,7 +214,8 @@ class Predictor:
         s = trained.settings
         self.tokenizer_folder = encoder_folder(s.tokenizer, encoder_cache)
         try:
-            self.encoder = TextEncoder(encoder_folder(s.text_encoder, encoder_cache), max_length=s.max_length)
+            self.encoder = TextEncoder(encoder_folder(s.text_encoder, encoder_cache), max_length=s.max_length,
+                                       layers=s.text_layers)
         except OSError as exc:
             raise DataError(f"cannot load text encoder {s.text_encoder!r}: {str(exc).splitlines()[0]}") from None
         if self.encoder.dim != trained.model_config.get("text_dim"):

@@ -139,14 +139,15 @@ def main(
     llm_dir = llm_states or (Path(meta["llm_states"]) if meta.get("llm_states") else None)
     mcfg = first["model_config"]
     modalities = ["text"] + [m for m in ("audio", "vision") if mcfg.get(f"{m}_dim")]
+    text_layers = int(meta.get("text_layers", 1))  # absent: the last layer (train records it only when > 1)
     encoder = None
     if finetune:
         from ssu_model.text.text_encoder import TextEncoder
 
-        encoder = TextEncoder(encoder_path(meta["text_encoder"]), max_length=int(meta["max_length"]))
+        encoder = TextEncoder(encoder_path(meta["text_encoder"]), max_length=int(meta["max_length"]), layers=text_layers)
     examples, dep_labels, dims = load_inputs(
         ("test",), features, parse_dir, None if finetune else text_features, llm_dir, modalities,
-        text_dim_hint=encoder.dim if encoder is not None else None, encoder=encoder,
+        text_dim_hint=encoder.dim if encoder is not None else None, encoder=encoder, text_layers=text_layers,
     )
     if dep_labels != meta["dep_labels"]:
         raise DataError("the parse's relation labels differ from those the model was trained with (re-run train)")

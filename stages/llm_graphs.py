@@ -95,7 +95,7 @@ def _raw_text_setup(parse_dir: Path, tf, device: str):
         fail(f"{parse_dir / 'train.parquet'} was parsed with another tokenizer than text_features.model_path "
              f"{tf.model_path!r} (re-run parse with the text encoder's tokenizer)")
     config = ParseConfig(model=recorded["spacy_model"], tokenizer=tokenizer, max_length=recorded["parse_max_length"])
-    encoder = TextEncoder(encoder_path(tf.model_path), max_length=config.max_length)
+    encoder = TextEncoder(encoder_path(tf.model_path), max_length=config.max_length, layers=tf.layers)
     encoder.requires_grad_(False)
     encoder.eval().to(device)
     settings = {"spacy_model": config.model, "spacy_model_version": recorded["parse"].get("spacy_model_version"),
@@ -302,7 +302,7 @@ def _states_for(p: LLMGraphsParams, spec: LLMSpec, raw: dict[str, Any], base: Ba
     mods = [m for m in STREAMS if splits["train"].shapes[m] is not None]
     tables = {s: parse_index(read_parse_table(parse_dir / f"{s}.parquet")) for s in SPLITS}
     model, cfg, constructor = _load_constructor(p, spec, base.seed, max_nodes, splits["train"], mods, device)
-    inputs = load_inputs(SPLITS, features, parse_dir, text_dir, None, ("text", *mods))
+    inputs = load_inputs(SPLITS, features, parse_dir, text_dir, None, ("text", *mods), text_layers=tf.layers)
     sides, parse_settings = _latency_sides(p, overrides, inputs, constructor, parse_dir, text_dir, tf, device)
     states_by_split, runs = _build_states(p, spec.name, splits, tables, inputs[0], mods, sides, parse_dir)
     _write_states(out, p, spec, splits, states_by_split, model, cfg, constructor, mods, device)

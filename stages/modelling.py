@@ -85,16 +85,17 @@ def dep_labels_of(table, path: Path) -> list[str]:
 
 def load_inputs(split_names, features_dir: Path, parse_dir: Path, text_dir: Path | None,
                 llm_dir: Path | None, modalities, text_dim_hint: int | None = None, encoder=None,
-                log=log):
+                log=log, text_layers: int = 1):
     """Examples per split + (dep_labels, text_dim, audio_dim, vision_dim, llm_dim).
 
-    ``log``: where the notes on dropped modalities go (train's ranks other than 0 pass a no-op)."""
+    ``log``: where the notes on dropped modalities go (train's ranks other than 0 pass a no-op).
+    ``text_layers``: the encoder layers the cached word states must average (``text_features.layers``)."""
     import json
 
     from ssu_model.data.features import FeatureSplit, split_path
     from ssu_model.data.records import build_records, dep_vocabulary, parse_index
     from ssu_model.errors import DataError
-    from ssu_model.text.text_encoder import read_text_states
+    from ssu_model.text.text_encoder import read_text_states, text_layers_of
     from stages.inputs import read_parse_table
 
     feats = {s: FeatureSplit(split_path(features_dir, s)) for s in split_names}
@@ -113,6 +114,10 @@ def load_inputs(split_names, features_dir: Path, parse_dir: Path, text_dir: Path
     if text_dir is not None:
         for s in split_names:
             states, meta = read_text_states(text_dir / f"{s}.arrow")
+            if text_layers_of(meta) != text_layers:
+                raise DataError(f"{text_dir / f'{s}.arrow'} holds word states of the last {text_layers_of(meta)} "
+                                f"encoder layer(s) but text_features.layers is {text_layers}: run text-features "
+                                "with the same params (a variant's own states: text-features --variant)")
             texts[s] = states
             text_dim = int(meta["ssu.text_dim"])
     elif encoder is None:

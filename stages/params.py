@@ -159,6 +159,7 @@ class TextFeaturesParams:
     model_path: str  # "minilm" = all-MiniLM-L6-v2, "mpnet" = all-mpnet-base-v2 (.[mpnet] extra), or a local HF folder
     batch_size: int  # utterances per encoder forward pass
     threads: int  # torch CPU threads; 0 = torch's default
+    layers: int  # word states from the mean of the encoder's last `layers` hidden layers; 1 = the last alone
 
     def __post_init__(self) -> None:
         if not self.model_path:
@@ -167,6 +168,25 @@ class TextFeaturesParams:
             raise ParamError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.threads < 0:
             raise ParamError(f"threads must be >= 0, got {self.threads}")
+        if self.layers < 1:
+            raise ParamError(f"layers must be >= 1, got {self.layers}")
+
+
+def variant_text_features(params: dict[str, Any], variant: str | None) -> TextFeaturesParams:
+    """The `text_features` section with ``variants.<variant>.text_features`` on top (``variant``
+    None: the section alone). A variant that changes the word states needs states of its own: the
+    pipeline runs `text-features --variant` for it (pipelines/mosei-mpnet's `last4`)."""
+    base = load_section(params, "text_features", TextFeaturesParams)
+    if variant is None:
+        return base
+    variants = params.get("variants") or {}
+    if variant not in variants:
+        raise ParamError(f"unknown variant {variant!r} (params variants: {', '.join(variants)})")
+    overrides = (variants[variant] or {}).get("text_features") or {}
+    if not isinstance(overrides, dict):
+        raise ParamError(f"variants.{variant}.text_features must be a mapping")
+    return build(TextFeaturesParams, {**dataclasses.asdict(base), **overrides},
+                 f"variants.{variant}.text_features" if overrides else "text_features")
 
 
 def overlay_params(sample: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:

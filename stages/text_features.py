@@ -19,9 +19,9 @@ import typer
 from ssu_model.data.splits import SPLITS
 from stages.common import atomic_dir, log, stage_command
 from stages.inputs import encoder_path, parse_max_length, read_parse_table
-from stages.params import MINILM, TextFeaturesParams, load_params, load_section
+from stages.params import MINILM, load_params, variant_text_features
 
-SECTIONS: tuple[str, ...] = ("text_features",)
+SECTIONS: tuple[str, ...] = ("text_features", "variants")  # variants: a variant's text_features overrides
 
 
 @stage_command
@@ -30,10 +30,12 @@ def main(
     parse_dir: Path | None = typer.Option(None, "--parse", help="parse output dir (default data/parse)"),
     out: Path | None = typer.Option(None, "--out", help="output dir (default data/text_features)"),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda (the cache is small; cpu by default)"),
+    variant: str | None = typer.Option(None, "--variant",
+                                       help="apply variants.<name>.text_features (a variant with states of its own)"),
 ) -> None:
     """Encode every utterance with the frozen text encoder and cache word-level states."""
     raw = load_params(params)
-    cfg = load_section(raw, "text_features", TextFeaturesParams)
+    cfg = variant_text_features(raw, variant)
     parse_dir = parse_dir or Path("data/parse")
     out = out or Path("data/text_features")
 
@@ -54,7 +56,7 @@ def main(
     max_length = lengths.pop()
     log(f"text-features: loading encoder {cfg.model_path}")
     try:
-        encoder = TextEncoder(encoder_path(cfg.model_path), max_length=max_length).to(device)
+        encoder = TextEncoder(encoder_path(cfg.model_path), max_length=max_length, layers=cfg.layers).to(device)
     except OSError as exc:
         raise DataError(f"cannot load text encoder {cfg.model_path!r}: {str(exc).splitlines()[0]}") from None
     encoder.requires_grad_(False)
@@ -73,5 +75,8 @@ def main(
             log(f"text-features: {split}: {counts[split]} utterances, {words} words")
         meta = {"encoder": name, "dim": encoder.dim, "max_length": max_length,
                 "pooling": "mean of sub-word states per word", "rows": counts}
+        if cfg.layers != 1:  # as the states files: absent = the last layer alone
+            meta.update(layers=cfg.layers, pooling=f"mean of sub-word states per word of the mean of the last "
+                                                   f"{cfg.layers} layers")
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
     log(f"text-features: wrote {out}")

@@ -40,10 +40,10 @@ from stages.inputs import (
     recorded_parse_settings,
 )
 from stages.modelling import build_model_config, load_inputs, model_overrides
-from stages.params import BaseParams, build, load_params, load_section
+from stages.params import BaseParams, build, load_params, load_section, variant_text_features
 
 SECTIONS: tuple[str, ...] = ("base", "text_features", "model", "train", "variants")
-VARIANT_KEYS = ("model", "train")
+VARIANT_KEYS = ("model", "train", "text_features")  # text_features: the variant has word states of its own
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,7 +111,8 @@ def resolve_variant(params: dict[str, Any], variant: str, allow_unlisted: bool =
             raise ParamError(f"variants.{name} must be a mapping")
         unknown = sorted(set(body) - set(VARIANT_KEYS))
         if unknown:
-            raise ParamError(f"unknown param variants.{name}.{unknown[0]} (allowed: model, train)")
+            raise ParamError(f"unknown param variants.{name}.{unknown[0]} (allowed: {', '.join(VARIANT_KEYS)})")
+        variant_text_features(params, name)
         model_overrides(body.get("model"), f"variants.{name}.model")
         train_raw = body.get("train") or {}
         if not isinstance(train_raw, dict):
@@ -157,10 +158,8 @@ def main(
 
     raw = load_params(params)
     base = _seed_group(load_section(raw, "base", BaseParams), seeds)
-    from stages.params import TextFeaturesParams
-
-    tf = load_section(raw, "text_features", TextFeaturesParams)
     overrides, tp = resolve_variant(raw, variant, allow_unlisted=llm_states is not None)
+    tf = variant_text_features(raw, variant if variant in raw["variants"] else None)
     features, parse_dir, text_features = input_dirs(features, parse_dir, text_features)
     out = out or Path("models") / variant
     live = live or Path("dvclive") / variant
@@ -225,7 +224,7 @@ def _train(*, variant, base, tf, overrides, tp, features, parse_dir, text_featur
     examples, dep_labels, dims = load_inputs(
         ("train", "valid"), features, parse_dir, None if tp.finetune_text else text_features,
         llm_states, tp.modalities, text_dim_hint=encoder.dim if encoder is not None else None, encoder=encoder,
-        log=say,
+        log=say, text_layers=tf.layers,
     )
     model_cfg = build_model_config(overrides, dims, len(dep_labels), llm_states is not None)
     say(f"train[{variant}]: {len(examples['train'])} train / {len(examples['valid'])} valid utterances; "
@@ -236,6 +235,7 @@ def _train(*, variant, base, tf, overrides, tp, features, parse_dir, text_featur
         "train": dataclasses.asdict(tp),
         "dep_labels": dep_labels,
         "text_encoder": tf.model_path,
+        **({"text_layers": tf.layers} if tf.layers != 1 else {}),  # absent = 1: checkpoints from before stay the same
         "max_length": max_length,
         "llm_states": str(llm_states) if llm_states is not None else None,
         "finetune_text": tp.finetune_text,
@@ -247,7 +247,7 @@ def _train(*, variant, base, tf, overrides, tp, features, parse_dir, text_featur
     with (atomic_dir(out) if main_rank else contextlib.nullcontext(None)) as tmp:
         for seed in base.seeds:
             result = _fit_seed(seed, variant=variant, model_cfg=model_cfg, examples=examples, train_cfg=train_cfg,
-                               encoder_spec=(encoder_path(tf.model_path), max_length) if encoder is not None else None,
+                               encoder_spec=(encoder_path(tf.model_path), max_length, tf.layers) if encoder is not None else None,
                                device=device, dist=dist, live=live if main_rank else None)
             say(f"train[{variant}] seed {seed}: best epoch {result.best_epoch} "
                 f"({train_cfg.select_metric} {result.best_score:.4f}), {result.epochs_run} epochs")
@@ -259,7 +259,7 @@ def _train(*, variant, base, tf, overrides, tp, features, parse_dir, text_featur
         if tmp is not None:
             config = {"variant": variant, "seeds": list(base.seeds), "model": dataclasses.asdict(model_cfg),
                       "train": dataclasses.asdict(tp), "select_metric": tp.select_metric, "best": summary,
-                      "text_encoder": tf.model_path,
+                      "text_encoder": tf.model_path, **({"text_layers": tf.layers} if tf.layers != 1 else {}),
                       "llm_states": meta["llm_states"]}
             _write_records(tmp, history, config, env_record(device, threads, world_size))
         if dist is not None:  # every rank got here: only now does rank 0 put the directory in place
@@ -278,7 +278,7 @@ def _finetuned_encoder(tp, tf, parse_dir: Path, main_rank: bool):
         hf_logging.disable_progress_bar()
 
     max_length = parse_max_length(read_parse_table(parse_dir / "train.parquet"), parse_dir / "train.parquet")
-    return TextEncoder(encoder_path(tf.model_path), max_length=max_length), max_length
+    return TextEncoder(encoder_path(tf.model_path), max_length=max_length, layers=tf.layers), max_length
 
 
 def _fit_seed(seed: int, *, variant: str, model_cfg, examples, train_cfg, encoder_spec, device: str, dist,
@@ -301,7 +301,7 @@ def _fit_seed(seed: int, *, variant: str, model_cfg, examples, train_cfg, encode
     if encoder_spec is not None:  # a fresh pretrained encoder per seed
         from ssu_model.text.text_encoder import TextEncoder
 
-        enc = TextEncoder(encoder_spec[0], max_length=encoder_spec[1])
+        enc = TextEncoder(encoder_spec[0], max_length=encoder_spec[1], layers=encoder_spec[2])
     t0 = time.perf_counter()
     live_run = (Live(str(live / f"seed_{seed}"), save_dvc_exp=False, dvcyaml=False, report=None)
                 if live is not None else contextlib.nullcontext(None))

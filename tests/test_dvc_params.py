@@ -11,9 +11,11 @@ from tests.conftest import DVC_FILES, ROOT
 MODULES = {name: module for name, module, _panel in COMMANDS}
 # A variant's stages depend on its own entry of `variants`, not the whole section, so changing one
 # variant re-runs that variant only. train-llm trains no params variant (its overrides are none) and
-# explain reads the two variants it explains; train-finetuned (mosei-text: a stage per seed) its one.
+# explain reads the two variants it explains; train-finetuned (mosei-text: a stage per seed) its one;
+# text-features reads a variant's text_features only with --variant (mosei-mpnet's last4).
 PER_VARIANT = {"train": [["variants.${key}"], ["variants.${item}"]], "train-llm": [[]],
-               "train-finetuned": [["variants.finetuned"]],
+               "train-finetuned": [["variants.finetuned"]], "train-last4": [["variants.last4"]],
+               "text-features": [[]], "text-features-last4": [["variants.last4"]],
                "explain": [["variants.${explain.variant}", "variants.${explain.compare_to}"]]}
 
 

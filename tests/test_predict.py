@@ -500,3 +500,43 @@ def test_ssu_threads_default_to_every_core_for_many_utterances(ws, monkeypatch, 
     finally:
         torch.set_num_threads(before)
     assert f"SSU on {1 if threads == '1' else 3} thread(s)" in r.output
+
+
+def test_layer_mean_variant_trains_evaluates_and_predicts_on_its_own_states(ws, tmp_path):
+    """A variant with ``text_features.layers`` 2: `text-features --variant` writes states of the mean
+    of MiniLM's last 2 layers, train refuses the pipeline's last-layer states for it and records the
+    layers in the checkpoint, and predict encodes raw text the same way (it matches evaluate)."""
+    from ssu_model.text.text_encoder import read_text_states, text_layers_of
+    from ssu_model.train.model_folder import load_model_folder
+
+    params = yaml.safe_load((ws / "params.yaml").read_text())
+    params["base"]["seeds"] = [0]
+    params["variants"]["last2"] = {"text_features": {"layers": 2}, "train": {"modalities": ["text"]}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    p = ["--params", tmp_path / "params.yaml"]
+    states = tmp_path / "text_features_last2"
+    _ok(_invoke(["text-features", *p, "--variant", "last2", "--parse", ws / "parse", "--out", states]))
+    assert json.loads((states / "meta.json").read_text())["layers"] == 2
+    mean2, meta = read_text_states(states / "test.arrow")
+    last, last_meta = read_text_states(ws / "text_features" / "test.arrow")
+    assert (text_layers_of(meta), text_layers_of(last_meta)) == (2, 1)
+    assert not any(np.allclose(mean2[k], last[k]) for k in last if len(last[k]))
+
+    models = tmp_path / "models" / "last2"
+    train = ["train", "--variant", "last2", *p, "--features", ws / "features", "--parse", ws / "parse",
+             "--out", models, "--live", tmp_path / "live"]
+    r = _invoke([*train, "--text-features", ws / "text_features"])
+    assert r.exit_code == 1 and "holds word states of the last 1 encoder layer(s) but text_features.layers is 2" in r.output
+    assert not models.exists()
+    _ok(_invoke([*train, "--text-features", states]))
+    trained = load_model_folder(models)
+    assert trained.meta["text_layers"] == 2 and trained.settings.text_layers == 2
+    dirs = ["--features", ws / "features", "--parse", ws / "parse", "--text-features", states]
+    _ok(_invoke(["evaluate", "--variant", "last2", *p, *dirs, "--models", models, "--out", tmp_path / "m.json",
+                 "--predictions", tmp_path / "eval.parquet", "--plots", tmp_path / "plots"]))
+    out = tmp_path / "pred.parquet"
+    _ok(_invoke(["predict", "--model", models, "--device", "cpu", "--threads", "1", "--input", ws / "sample.pkl",
+                 "--split", "test", "--batch-size", 16, "--out", out, "--no-table"]))
+    evaluated = pq.read_table(tmp_path / "eval.parquet").to_pandas().set_index("id")
+    got = pq.read_table(out).to_pandas().set_index("id")
+    np.testing.assert_allclose(got.loc[evaluated.index, "score"], evaluated.prediction, atol=1e-5, rtol=0)

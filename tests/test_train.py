@@ -395,3 +395,34 @@ def test_finetune_text_trains_the_encoder(tmp_path):
     assert ck["model_config"]["text_dim"] == 384
     changed = [k for k, v in ck["encoder_state"].items() if not torch.equal(v, enc.state_dict()[k])]
     assert changed, "the encoder was not trained"
+
+
+def test_text_encoder_layers_average_the_last_hidden_layers():
+    """layers K: each word's state is its sub-words' mean in the mean of the last K hidden layers
+    (1: the last layer, as before); K beyond the encoder's depth is one DataError."""
+    from ssu_model.errors import DataError
+    from ssu_model.text.text_encoder import TextEncoder, collate_encoded
+
+    one, two = TextEncoder(None, layers=1), TextEncoder(None, layers=2)
+    encoded = [one.encode(["a", "lovely", "film"]), one.encode(["not", "good"])]
+    ids, mask, pool = collate_encoded(encoded, one.pad_id)
+    with torch.no_grad():
+        hidden = one.model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
+        got1, got2 = one(ids, mask, pool), two(ids, mask, pool)
+    assert torch.equal(got1, torch.bmm(pool, hidden[-1]))
+    assert torch.allclose(got2, torch.bmm(pool, (hidden[-1] + hidden[-2]) / 2), atol=1e-6)
+    assert not torch.allclose(got1, got2, atol=1e-3)
+    with pytest.raises(DataError, match=r"layers must be in 1\.\.6"):
+        TextEncoder(None, layers=7)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda p: p["text_features"].update(layers=0), "text_features.layers must be >= 1, got 0"),
+    (lambda p: p["variants"].update(bad={"text_features": {"pooling": "max"}}), "unknown param variants.bad.text_features.pooling"),
+])
+def test_bad_text_features_layers_params_fail_with_one_line(workspace, edit, message):
+    params = yaml.safe_load((workspace / "params.yaml").read_text())
+    edit(params)
+    (workspace / "params.yaml").write_text(yaml.safe_dump(params))
+    result = _invoke(train_args(workspace))
+    assert result.exit_code != 0 and message in result.output, result.output

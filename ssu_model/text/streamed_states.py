@@ -49,7 +49,7 @@ def write_streamed_states(encoder: TextEncoder, encoded: Sequence[EncodedText], 
     scratch = path.with_name(f".{path.name}.states")
     try:
         _encode_into(scratch, encoder, encoded, offsets, batch_size, device)
-        _assemble(path, scratch, ids, offsets, encoder.dim, encoder_name, encoder.max_length)
+        _assemble(path, scratch, ids, offsets, encoder.dim, encoder_name, encoder.max_length, encoder.layers)
     finally:
         scratch.unlink(missing_ok=True)
     return int(offsets[-1])
@@ -85,13 +85,13 @@ def _release_free_memory() -> None:
 
 
 def _assemble(path: Path, scratch: Path, ids: Sequence[str], offsets: np.ndarray, dim: int,
-              encoder_name: str, max_length: int) -> None:
+              encoder_name: str, max_length: int, layers: int) -> None:
     """The Arrow file, one ``CHUNK_ROWS`` record batch at a time: the batches ``write_table``
     cuts from the whole split (the id and count columns sliced, the states read from ``scratch``),
     under the schema ``write_flat_text_states`` defines."""
     import pyarrow as pa
 
-    schema = _states_schema(path, dim, encoder_name, max_length)
+    schema = _states_schema(path, dim, encoder_name, max_length, layers)
     id_col = pa.array(list(ids), pa.string())
     count_col = pa.array(np.diff(offsets).astype(np.int32))
     with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
@@ -106,14 +106,14 @@ def _assemble(path: Path, scratch: Path, ids: Sequence[str], offsets: np.ndarray
             writer.write_batch(pa.record_batch([id_col.slice(r0, n), count_col.slice(r0, n), states], schema=schema))
 
 
-def _states_schema(path: Path, dim: int, encoder_name: str, max_length: int):
+def _states_schema(path: Path, dim: int, encoder_name: str, max_length: int, layers: int):
     """The cache file's schema, read back from an empty file ``write_flat_text_states`` writes."""
     import pyarrow as pa
 
     empty = path.with_name(f".{path.name}.schema")
     try:
         write_flat_text_states(empty, [], np.zeros((0, dim), np.float32), np.zeros(1, np.int64),
-                               encoder_name, max_length)
+                               encoder_name, max_length, layers)
         with pa.memory_map(str(empty), "r") as source:
             return pa.ipc.open_file(source).schema
     finally:

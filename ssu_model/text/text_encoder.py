@@ -2,7 +2,9 @@
 
 Each utterance's words (the parse's spaCy tokens) are re-encoded exactly as the parse's
 sub-word map says (``ssu_model.text.subwords.encode_words``), the encoder runs over the sub-word
-ids, and each word's state is the mean of its sub-word states ``[sub_start, sub_end)``.
+ids, and each word's state is the mean of its sub-word states ``[sub_start, sub_end)`` in the last
+hidden layer, or (``layers`` K > 1) in the mean of the last K hidden layers: the feature-based
+recipe of BERT's paper (Sec. 5.3), where lower layers keep more lexical detail than the last.
 A word cut off by truncation (``sub_start == -1``) or with no sub-words gets a zero vector.
 
 ``TextEncoder`` is an ``nn.Module``: frozen (``encode_corpus`` under ``no_grad``, the
@@ -104,9 +106,10 @@ def collate_encoded(items: Sequence[EncodedText], pad_id: int, n_words: int | No
 
 
 class TextEncoder(nn.Module):
-    """A local HF encoder + per-word mean pooling of its last hidden states."""
+    """A local HF encoder + per-word mean pooling of its last hidden states (``layers``: of the
+    mean of the last ``layers`` hidden layers; 1 = the last layer alone)."""
 
-    def __init__(self, model_path: str | Path | None = None, max_length: int = 128):
+    def __init__(self, model_path: str | Path | None = None, max_length: int = 128, layers: int = 1):
         super().__init__()
         from transformers import AutoModel
 
@@ -118,11 +121,19 @@ class TextEncoder(nn.Module):
         self.tokenizer = load_tokenizer(path)  # the parse stage's loader: same fast tokenizer, memoised
         self.model = AutoModel.from_pretrained(path)
         self.dim = int(self.model.config.hidden_size)
+        n_layers = int(self.model.config.num_hidden_layers)
+        if not 1 <= int(layers) <= n_layers:
+            raise DataError(f"text encoder layers must be in 1..{n_layers} ({Path(path).name} has {n_layers}), got {layers}")
+        self.layers = int(layers)
         self.pad_id = int(self.tokenizer.pad_token_id or 0)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, pool: torch.Tensor) -> torch.Tensor:
         """(B,S) ids, (B,S) mask, (B,W,S) pooling weights -> (B,W,dim) word states."""
-        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        if self.layers == 1:
+            hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        else:
+            out = self.model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
+            hidden = torch.stack(out.hidden_states[-self.layers:]).mean(0)
         return torch.bmm(pool.to(hidden.dtype), hidden)
 
     def encode(self, words: Sequence[str], expect_start=None, expect_end=None, where: str = "") -> EncodedText:
@@ -166,7 +177,8 @@ class TextEncoder(nn.Module):
 # --------------------------------------------------------------------------- cache files
 # One Arrow IPC file per split: columns ``id`` (string), ``n_words`` (int32) and ``states``
 # (list<float32>, the row-major (n_words, dim) array). Schema metadata: ``ssu.text_dim``,
-# ``ssu.text_encoder`` (folder name), ``ssu.max_length``, ``ssu.pooling``.
+# ``ssu.text_encoder`` (folder name), ``ssu.max_length``, ``ssu.pooling``, and ``ssu.text_layers``
+# when the states are a mean of more than the last layer (absent = 1: files from before stay the same).
 
 TEXT_STATES_FORMAT = "1"
 
@@ -186,7 +198,7 @@ def write_text_states(path: Path | str, ids: Sequence[str], states: Sequence[np.
 
 
 def write_flat_text_states(path: Path | str, ids: Sequence[str], flat: np.ndarray, offsets: np.ndarray,
-                           encoder_name: str, max_length: int) -> None:
+                           encoder_name: str, max_length: int, layers: int = 1) -> None:
     """One split's cache file from :meth:`TextEncoder.encode_flat`'s (states, offsets); the states
     are written from ``flat`` without copying it."""
     import pyarrow as pa
@@ -203,6 +215,9 @@ def write_flat_text_states(path: Path | str, ids: Sequence[str], flat: np.ndarra
         b"ssu.max_length": str(max_length).encode(),
         b"ssu.pooling": b"mean of sub-word states per word",
     }
+    if layers != 1:
+        meta[b"ssu.pooling"] += f" of the mean of the last {layers} layers".encode()
+        meta[b"ssu.text_layers"] = str(layers).encode()
     value_offsets = offsets * dim
     large = int(value_offsets[-1]) >= 2**31
     list_type = pa.large_list(pa.float32()) if large else pa.list_(pa.float32())
@@ -271,3 +286,8 @@ def read_text_states(path: Path | str) -> tuple[dict[str, np.ndarray], dict[str,
             out[uid] = arr.reshape(int(counts[i]), dim)
             i += 1
     return out, meta
+
+
+def text_layers_of(meta: dict[str, str]) -> int:
+    """How many last hidden layers a text-states file's word states average (1 when unrecorded)."""
+    return int(meta.get("ssu.text_layers", "1"))

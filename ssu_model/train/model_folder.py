@@ -27,6 +27,7 @@ class ParseSettings:
     max_length: int  # sub-word budget incl. special tokens (`parse.max_length`)
     text_encoder: str  # `text_features.model_path`: minilm / mpnet / a folder
     derived: dict[str, str] = field(default_factory=dict)  # setting -> where its value came from
+    text_layers: int = 1  # `text_features.layers`: word states from the mean of the encoder's last layers
 
     def describe(self) -> str:
         parts = []
@@ -35,6 +36,8 @@ class ParseSettings:
             key = {"spaCy": "spacy_model", "text encoder": "text_encoder"}.get(name, name)
             how = self.derived.get(key)
             parts.append(f"{name} {value}" + (f" ({how})" if how else ""))
+        if self.text_layers != 1:
+            parts.append(f"mean of the last {self.text_layers} encoder layers")
         return ", ".join(parts)
 
 
@@ -77,7 +80,8 @@ def parse_settings(meta: dict[str, Any], spacy_model: str | None = None,
         derived["max_length"] = "not recorded: project default"
     if length < 2:
         raise DataError(f"max_length must be at least 2, got {length}")
-    return ParseSettings(spacy, str(tokenizer), length, str(encoder), derived)
+    return ParseSettings(spacy, str(tokenizer), length, str(encoder), derived,
+                         text_layers=int(meta.get("text_layers", 1)))  # recorded only when > 1
 
 
 @dataclass
@@ -104,7 +108,7 @@ class TrainedModel:
 
 
 # meta entries that must agree between the seeds of one folder
-_SHARED_META = ("dep_labels", "text_encoder", "max_length", "finetune_text", "llm_states",
+_SHARED_META = ("dep_labels", "text_encoder", "text_layers", "max_length", "finetune_text", "llm_states",
                 "spacy_model", "tokenizer", "parse_max_length")
 
 

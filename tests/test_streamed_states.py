@@ -36,7 +36,7 @@ class TinyEncoder(TextEncoder):
         nn.Module.__init__(self)
         torch.manual_seed(0)
         self.model = PaddingSensitiveModel(dim)
-        self.dim, self.max_length, self.pad_id = dim, 128, 0
+        self.dim, self.max_length, self.pad_id, self.layers = dim, 128, 0, 1
         self.requires_grad_(False)  # as the stage sets it
 
 

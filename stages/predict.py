@@ -84,7 +84,8 @@ def format_table(columns: dict[str, list]) -> str:
 def main(
     texts: list[str] | None = typer.Argument(None, help="utterances to score, one per argument (quote each)",
                                                 show_default=False),
-    model: Path = typer.Option(..., "--model", "-m", help="trained model folder, e.g. models/full (written by train)"),
+    model: list[Path] = typer.Option(..., "--model", "-m", help="trained model folder, e.g. models/full (written by "
+                                     "train); repeat it for the seed folders of a variant trained a stage per seed"),
     file: Path | None = typer.Option(None, "--file", "-f", help="text file, one utterance per line ('-' = stdin)"),
     input_path: Path | None = typer.Option(
         None, "--input", "-i", help="label CSV or MMSA pickle (as features reads), or a features folder / .arrow file"),
@@ -125,7 +126,7 @@ def main(
     from ssu_model.train.model_folder import load_model_folder
 
     trained = load_model_folder(model, spacy_model=spacy_model, max_length=max_length)
-    log(f"predict: {model}: {len(trained.seeds)} seed(s) {', '.join(map(str, trained.seeds))}; "
+    log(f"predict: {_names(model)}: {len(trained.seeds)} seed(s) {', '.join(map(str, trained.seeds))}; "
         f"reads {' + '.join(trained.modalities)}" + ("; fine-tuned text encoder" if trained.finetuned else ""))
     log(f"predict: parse settings: {trained.settings.describe()}")
     utts, notes = select_streams(trained, utts)  # before loading anything heavy
@@ -254,17 +255,22 @@ def _load_predictor(trained, device: str, threads: int, encoder_threads: int, ba
     return predictor, t_load
 
 
-def _write_outputs(outs: list[Path], preds, columns: dict[str, list], trained, model: Path, per_seed: bool) -> None:
+def _names(folders: list[Path]) -> str:
+    return ", ".join(map(str, folders))
+
+
+def _write_outputs(outs: list[Path], preds, columns: dict[str, list], trained, model: list[Path], per_seed: bool) -> None:
     """Every file of ``outs`` complete, or none."""
     import json
 
     import pyarrow.parquet as pq
 
-    meta = {"ssu.model": str(model), "ssu.seeds": json.dumps(trained.seeds),
+    meta = {"ssu.model": _names(model), "ssu.seeds": json.dumps(trained.seeds),
             "ssu.parse_settings": json.dumps({"spacy_model": trained.settings.spacy_model,
                                               "tokenizer": trained.settings.tokenizer,
                                               "max_length": trained.settings.max_length,
                                               "text_encoder": trained.settings.text_encoder,
+                                              "text_layers": trained.settings.text_layers,
                                               "derived": trained.settings.derived}, sort_keys=True)}
     with contextlib.ExitStack() as stack:  # each file goes into place only once all are written
         for p in outs:
@@ -273,7 +279,7 @@ def _write_outputs(outs: list[Path], preds, columns: dict[str, list], trained, m
                 if p.suffix.lower() == ".parquet":
                     pq.write_table(preds.to_arrow(per_seed, meta), str(tmp))
                 else:
-                    doc = {"model": str(model), "seeds": trained.seeds,
+                    doc = {"model": _names(model), "seeds": trained.seeds,
                            "parse_settings": json.loads(meta["ssu.parse_settings"]),
                            "rows": [dict(zip(columns, row, strict=True)) for row in zip(*columns.values(), strict=True)]}
                     tmp.write_text(json.dumps(doc, indent=1, allow_nan=False) + "\n", encoding="utf-8")

@@ -540,3 +540,24 @@ def test_layer_mean_variant_trains_evaluates_and_predicts_on_its_own_states(ws, 
     evaluated = pq.read_table(tmp_path / "eval.parquet").to_pandas().set_index("id")
     got = pq.read_table(out).to_pandas().set_index("id")
     np.testing.assert_allclose(got.loc[evaluated.index, "score"], evaluated.prediction, atol=1e-5, rtol=0)
+
+
+def test_seed_folders_of_one_variant_predict_as_one_folder(ws, tmp_path):
+    """--model repeated: a variant trained a stage per seed (one folder per seed) scores as the
+    one folder holding every seed; a seed in two of the folders is one error line."""
+    import shutil
+
+    for seed in (0, 1):
+        (tmp_path / str(seed)).mkdir()
+        shutil.copy(ws / "models" / "full" / f"seed_{seed}.pt", tmp_path / str(seed))
+    whole, split = tmp_path / "whole.json", tmp_path / "split.json"
+    args = ["--input", ws / "sample.pkl", "--split", "valid", "--no-table"]
+    _ok(_invoke(predict_args(ws, "full", *args, "--out", whole)))
+    r = _ok(_invoke(["predict", "--model", tmp_path / "0", "--model", tmp_path / "1", "--device", "cpu",
+                     "--threads", "1", *args, "--out", split]))
+    assert "2 seed(s) 0, 1" in r.output
+    a, b = json.loads(whole.read_text()), json.loads(split.read_text())
+    assert b["seeds"] == [0, 1] and b["model"] == f"{tmp_path / '0'}, {tmp_path / '1'}"
+    assert [r["score"] for r in b["rows"]] == [r["score"] for r in a["rows"]]
+    r = _invoke(["predict", "--model", tmp_path / "0", "--model", ws / "models" / "full", "--device", "cpu", *args])
+    assert r.exit_code == 1 and "seed 0 has a checkpoint in more than one of the model folders" in r.output

@@ -7,6 +7,7 @@ parsed and encoded (:class:`ParseSettings`), so `predict` can treat new text the
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -112,11 +113,21 @@ _SHARED_META = ("dep_labels", "text_encoder", "text_layers", "max_length", "fine
                 "spacy_model", "tokenizer", "parse_max_length")
 
 
-def load_model_folder(folder: Path | str, spacy_model: str | None = None,
+def load_model_folder(folder: Path | str | Sequence[Path | str], spacy_model: str | None = None,
                       max_length: int | None = None) -> TrainedModel:
-    """Load and check every seed checkpoint of ``folder`` (a `train` output)."""
-    folder = Path(folder)
-    found = seed_checkpoints(folder)
+    """Load and check every seed checkpoint of ``folder`` (a `train` output), or of several folders:
+    the seed folders of one variant trained a stage per seed (``models/last4_seeds/<s>``); their
+    checkpoints must describe one model, as one folder's must. ``TrainedModel.folder``: the first."""
+    folders = [Path(folder)] if isinstance(folder, str | Path) else [Path(f) for f in folder]
+    if not folders:
+        raise DataError("no model folder given")
+    folder = folders[0]
+    found = sorted(pair for f in folders for pair in seed_checkpoints(f))
+    seeds = [s for s, _ in found]
+    twice = sorted({s for s in seeds if seeds.count(s) > 1})
+    if twice:
+        raise DataError(f"seed {twice[0]} has a checkpoint in more than one of the model folders "
+                        f"{', '.join(map(str, folders))}")
     ckpts = [load_checkpoint(path) for _seed, path in found]
     first = ckpts[0]
     for key in ("model_config", "meta"):

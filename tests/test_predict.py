@@ -561,3 +561,27 @@ def test_seed_folders_of_one_variant_predict_as_one_folder(ws, tmp_path):
     assert [r["score"] for r in b["rows"]] == [r["score"] for r in a["rows"]]
     r = _invoke(["predict", "--model", tmp_path / "0", "--model", ws / "models" / "full", "--device", "cpu", *args])
     assert r.exit_code == 1 and "seed 0 has a checkpoint in more than one of the model folders" in r.output
+
+
+def test_encode_batch_size_reaches_the_encoder_and_keeps_the_scores(ws, tmp_path, monkeypatch):
+    """--encode-batch-size sets the text encoder's batch (peak memory of a large encoder); the
+    scores stay evaluate's (batch composition moves floats only in the last digits)."""
+    from ssu_model.text.text_encoder import TextEncoder
+
+    sizes = []
+    encode_corpus = TextEncoder.encode_corpus
+
+    def spy(self, encoded, batch_size=64, device="cpu"):
+        sizes.append(batch_size)
+        return encode_corpus(self, encoded, batch_size=batch_size, device=device)
+
+    monkeypatch.setattr(TextEncoder, "encode_corpus", spy)
+    outs = {}
+    for size in (128, 3):
+        outs[size] = tmp_path / f"{size}.json"
+        r = _ok(_invoke(predict_args(ws, "text_only", "--input", ws / "sample.pkl", "--split", "valid",
+                                     "--encode-batch-size", size, "--out", outs[size], "--no-table")))
+        assert f"in batches of {size}," in r.output
+    assert sizes == [128, 3]
+    scores = [[row["score"] for row in json.loads(outs[s].read_text())["rows"]] for s in (128, 3)]
+    np.testing.assert_allclose(scores[1], scores[0], atol=1e-5, rtol=0)

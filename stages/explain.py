@@ -188,7 +188,7 @@ def _model_inputs(cfg: ExplainParams, names: list[str], trained: dict, features:
     for name in names:
         t = trained[name]
         ex, dep_labels, dims = load_inputs(splits, features, parse_dir, text_features, None, t.modalities,
-                                           text_layers=int(t.meta.get("text_layers", 1)))
+                                           text_layers=t.settings.text_layers)
         if dep_labels != t.meta["dep_labels"]:
             raise DataError(f"the parse's relation labels differ from those {name} was trained with (re-run train)")
         for key in ("text_dim", "audio_dim", "vision_dim"):

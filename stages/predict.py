@@ -226,7 +226,7 @@ def _read_input(texts: list[str], file: Path | None, input_path: Path | None, sp
 
 
 def _load_predictor(trained, device: str, threads: int, encoder_threads: int, batch_size: int,
-                    parse_processes: int, encoder_precision: str, encode_batch_size: int = 128):
+                    parse_processes: int, encoder_precision: str, encode_batch_size: int):
     """(the ``Predictor`` of ``trained``, seconds it took to load); warns when the tokenizer is not
     the one the model's training text was parsed with."""
     import time

@@ -45,7 +45,7 @@ def main(
 
     from ssu_model.errors import DataError
     from ssu_model.text.streamed_states import write_streamed_states
-    from ssu_model.text.text_encoder import TextEncoder
+    from ssu_model.text.text_encoder import TextEncoder, pooling_description
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -74,9 +74,8 @@ def main(
             counts[split] = len(encoded)
             log(f"text-features: {split}: {counts[split]} utterances, {words} words")
         meta = {"encoder": name, "dim": encoder.dim, "max_length": max_length,
-                "pooling": "mean of sub-word states per word", "rows": counts}
+                "pooling": pooling_description(cfg.layers), "rows": counts}
         if cfg.layers != 1:  # as the states files: absent = the last layer alone
-            meta.update(layers=cfg.layers, pooling=f"mean of sub-word states per word of the mean of the last "
-                                                   f"{cfg.layers} layers")
+            meta["layers"] = cfg.layers
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
     log(f"text-features: wrote {out}")

@@ -230,12 +230,13 @@ def _train(*, variant, base, tf, overrides, tp, features, parse_dir, text_featur
     say(f"train[{variant}]: {len(examples['train'])} train / {len(examples['valid'])} valid utterances; "
         f"modalities {['text'] + [m for m in ('audio', 'vision') if dims[m + '_dim']]}")
 
+    layers_record = {"text_layers": tf.layers} if tf.layers != 1 else {}  # absent = 1: older outputs stay the same
     meta = {
         "variant": variant,
         "train": dataclasses.asdict(tp),
         "dep_labels": dep_labels,
         "text_encoder": tf.model_path,
-        **({"text_layers": tf.layers} if tf.layers != 1 else {}),  # absent = 1: checkpoints from before stay the same
+        **layers_record,
         "max_length": max_length,
         "llm_states": str(llm_states) if llm_states is not None else None,
         "finetune_text": tp.finetune_text,
@@ -259,7 +260,7 @@ def _train(*, variant, base, tf, overrides, tp, features, parse_dir, text_featur
         if tmp is not None:
             config = {"variant": variant, "seeds": list(base.seeds), "model": dataclasses.asdict(model_cfg),
                       "train": dataclasses.asdict(tp), "select_metric": tp.select_metric, "best": summary,
-                      "text_encoder": tf.model_path, **({"text_layers": tf.layers} if tf.layers != 1 else {}),
+                      "text_encoder": tf.model_path, **layers_record,
                       "llm_states": meta["llm_states"]}
             _write_records(tmp, history, config, env_record(device, threads, world_size))
         if dist is not None:  # every rank got here: only now does rank 0 put the directory in place

@@ -183,6 +183,12 @@ class TextEncoder(nn.Module):
 TEXT_STATES_FORMAT = "1"
 
 
+def pooling_description(layers: int) -> str:
+    """How word states were pooled, as states files and `text-features`' meta.json record it."""
+    described = "mean of sub-word states per word"
+    return described if layers == 1 else f"{described} of the mean of the last {layers} layers"
+
+
 def write_text_states(path: Path | str, ids: Sequence[str], states: Sequence[np.ndarray], dim: int,
                       encoder_name: str, max_length: int) -> None:
     """One split's cache file from per-utterance (n_words, dim) arrays (:func:`write_flat_text_states`)."""
@@ -213,10 +219,9 @@ def write_flat_text_states(path: Path | str, ids: Sequence[str], flat: np.ndarra
         b"ssu.text_dim": str(dim).encode(),
         b"ssu.text_encoder": encoder_name.encode(),
         b"ssu.max_length": str(max_length).encode(),
-        b"ssu.pooling": b"mean of sub-word states per word",
+        b"ssu.pooling": pooling_description(layers).encode(),
     }
     if layers != 1:
-        meta[b"ssu.pooling"] += f" of the mean of the last {layers} layers".encode()
         meta[b"ssu.text_layers"] = str(layers).encode()
     value_offsets = offsets * dim
     large = int(value_offsets[-1]) >= 2**31
